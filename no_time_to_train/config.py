@@ -1,0 +1,138 @@
+"""Typed configuration: the ``model_cfg`` / ``dataset_cfgs`` / ``data_load_cfgs`` trees.
+
+Key names and defaults follow the reference YAMLs (``new_exps/coco_fewshot_10shot_Sam2L.yaml``), so
+its files and its dotted CLI overrides work unchanged, e.g.
+``--model.init_args.model_cfg.memory_bank_cfg.length 30`` or
+``--model.init_args.model_cfg.sam2_infer_cfgs.iou_thr 0.5``. Because the trees are dataclasses,
+jsonargparse type-checks every value and rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+TestMode = Literal["none", "fill_memory", "postprocess_memory", "vis_memory", "test"]
+
+
+def _split_names(value: Union[str, list[str], None]) -> list[str]:
+    """``"boat,bird"`` or ``["boat", "bird"]`` -> ``["boat", "bird"]`` (blank items dropped)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [s.strip() for s in items if str(s).strip()]
+
+
+@dataclass
+class Sam2InferCfg:
+    """Test-time proposal and post-processing settings (reference defaults)."""
+
+    points_per_side: int = 32
+    """Point-grid prompts per image side (points_per_side**2 prompts)."""
+    testing_point_bs: int = 256
+    """Prompts per SAM2 mask-decoder call (memory/speed trade-off; results do not depend on it)."""
+    iou_thr: float = 0.4
+    """Keep a proposal if SAM2's predicted IoU is strictly above this."""
+    nms_thr: float = 0.5
+    """IoU threshold of the class-aware box NMS (ranked by SAM2's predicted IoU)."""
+    num_out_instance: int = 100
+    """Detections kept per image; NMS keeps 8x this many before the soft merge."""
+    kmeans_k: int = 4
+    """K-means centres per class computed by postprocess_memory (used by vis_memory)."""
+    n_pca_components: int = 3
+    """PCA components per class computed by postprocess_memory (vis_memory needs 3)."""
+    cls_num_per_mask: int = 1
+    """Labels per mask. Only 1 (argmax) is supported."""
+    add_no_mem_embed: bool = False
+    """Add SAM2's ``no_mem_embed`` to the image embedding like ``SAM2ImagePredictor`` does. The
+    reference skips it; default False reproduces its numbers."""
+    pooling: Literal["separable", "dense"] = "separable"
+    """Mask-feature pooling: 'separable' (same numbers, far fewer FLOPs) or 'dense' (reference)."""
+    merge_chunk: int = 64
+    """Masks per chunk in the full-resolution intersection computation of the soft merge."""
+
+
+@dataclass
+class EncoderCfg:
+    name: str = "dinov2_large"
+    """dinov2_{small,base,large,giant} or the same with _reg (4 register tokens)."""
+    img_size: int = 518
+    patch_size: int = 14
+
+
+@dataclass
+class MemoryBankCfg:
+    enable: bool = True
+    category_num: int = 20
+    """Number of classes in the bank; must equal the number of selected classes."""
+    length: int = 10
+    """Reference instances (shots) per class."""
+
+
+@dataclass
+class TestVisCfg:
+    """Online visualisation during test (``--model.init_args.model_cfg.test.*``)."""
+
+    imgs_path: Optional[str] = None
+    online_vis: bool = False
+    vis_thr: float = 0.5
+
+
+@dataclass
+class ModelCfg:
+    name: str = "matching_baseline_noAMG"
+    sam2_cfg_file: str = "sam2_hiera_l.yaml"
+    sam2_ckpt_path: Optional[str] = "./checkpoints/sam2_hiera_large.pt"
+    sam2_infer_cfgs: Sam2InferCfg = field(default_factory=Sam2InferCfg)
+    encoder_cfg: EncoderCfg = field(default_factory=EncoderCfg)
+    encoder_ckpt_path: Optional[str] = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
+    memory_bank_cfg: MemoryBankCfg = field(default_factory=MemoryBankCfg)
+    dataset_name: str = "coco"
+    """Names the output folders of visualisations (results_analysis/<dataset_name>/)."""
+    test: TestVisCfg = field(default_factory=TestVisCfg)
+    class_names: Optional[list[str]] = None
+    """Display names per class index (defaults to the test set's selected names)."""
+
+
+@dataclass
+class FillMemoryDatasetCfg:
+    name: str = "coco"
+    root: str = "./data/coco/train2017"
+    json_file: str = "./data/coco/annotations/instances_train2017.json"
+    memory_pkl: str = "./data/coco/annotations_refsam2/memory/train2017_allClasses_length10_v1.pkl"
+    image_size: int = 518
+    memory_length: int = 10
+    context_ratio: float = 0.2
+    norm_img: bool = False
+    class_split: Optional[str] = None
+    cat_names: Union[list[str], str, None] = None
+    """Class names (comma-separated string or list); takes precedence over class_split."""
+
+    def __post_init__(self) -> None:
+        self.cat_names = _split_names(self.cat_names)
+
+
+@dataclass
+class TestDatasetCfg:
+    name: str = "coco"
+    root: str = "./data/coco/val2017"
+    json_file: str = "./data/coco/annotations/instances_val2017.json"
+    image_size: int = 1024
+    norm_img: bool = False
+    with_query_points: bool = False
+    class_split: Optional[str] = None
+    cat_names: Union[list[str], str, None] = None
+
+    def __post_init__(self) -> None:
+        self.cat_names = _split_names(self.cat_names)
+
+
+@dataclass
+class DatasetCfgs:
+    fill_memory: FillMemoryDatasetCfg = field(default_factory=FillMemoryDatasetCfg)
+    test: TestDatasetCfg = field(default_factory=TestDatasetCfg)
+
+
+@dataclass
+class DataLoadCfgs:
+    workers: int = 4

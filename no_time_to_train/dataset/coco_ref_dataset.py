@@ -1,0 +1,219 @@
+"""COCO-format datasets: reference crops for the memory bank, and target images for test.
+
+Class indexing: the selected category ids are sorted ascending and class index i is the i-th of
+them (``cat_ids``); results carry the real category ids again (``cat_inds_to_ids``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DatasetError
+from .image_io import load_rgb, load_square, pil_to_tensor
+from .metainfo import split_class_names
+from .reference_pkl import load_reference_pkl
+
+
+def load_coco(json_file: str, flag: str = "json_file") -> COCO:
+    """Load a COCO json quietly; DatasetError naming the file (and flag) on failure."""
+    if not os.path.isfile(json_file):
+        raise DatasetError(f"Annotation file not found: {json_file} (set it with the `{flag}` option).")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(json_file)
+    except Exception as e:
+        raise DatasetError(f"Could not read COCO annotations {json_file}: {e}") from e
+
+
+def coco_from_dict(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def select_categories(
+    coco: COCO, cat_names: list[str] | None, class_split: str | None, where: str
+) -> tuple[list[int], list[str]]:
+    """Sorted category ids (and their names) selected by ``cat_names`` or ``class_split``.
+
+    ``cat_names`` wins over ``class_split``; neither selects every category of the json.
+    """
+    cats = coco.loadCats(coco.getCatIds())
+    by_name = {c["name"]: c["id"] for c in cats}
+    if cat_names:
+        names, flag = list(cat_names), f"{where}.cat_names"
+    elif class_split:
+        try:
+            names, flag = list(split_class_names(class_split, cats)), f"{where}.class_split={class_split}"
+        except KeyError as e:
+            raise ConfigError(f"{e.args[0]} (option {where}.class_split)") from None
+    else:
+        ids = sorted(by_name.values())
+        return ids, [coco.cats[i]["name"] for i in ids]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise DatasetError(
+            f"{flag}: class name(s) {missing} are not categories of the annotation file. Names must match "
+            f"`categories[].name` exactly; available: {sorted(by_name)[:20]}{' ...' if len(by_name) > 20 else ''}"
+        )
+    ids = sorted({by_name[n] for n in names})
+    return ids, [coco.cats[i]["name"] for i in ids]
+
+
+def crop_window(box_xywh: list[float], img_w: int, img_h: int, context_ratio: float) -> tuple[int, int, int, int]:
+    """Square window around a box, ``max(w, h) * (1 + context_ratio)`` wide, centred on the box and
+    clipped to the image (so it may end up non-square). Returns ``(x1, y1, x2, y2)``, exclusive end."""
+    x, y, w, h = box_xywh
+    bx1, by1, bx2, by2 = int(x), int(y), int(x + w), int(y + h)
+    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
+    half = max(bx2 - bx1, by2 - by1, 1) * (1 + context_ratio) / 2
+    x1, y1 = max(0, int(cx - half)), max(0, int(cy - half))
+    x2, y2 = min(img_w, int(cx + half)), min(img_h, int(cy + half))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+class COCOMemoryFillCropDataset(Dataset):
+    """One item per reference instance of the reference pickle: a crop around its box.
+
+    Item: ``{"index", "class_idx", "slot", "image" (3, S, S) in [0, 1], "mask" (S, S) in [0, 1],
+    "img_info"}``; the crop is resized bicubic (image) and bilinear (mask) to S x S.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        json_file: str,
+        memory_pkl: str,
+        image_size: int = 518,
+        memory_length: int = 10,
+        context_ratio: float = 0.2,
+        class_split: str | None = None,
+        cat_names: list[str] | None = None,
+        where: str = "dataset_cfgs.fill_memory",
+    ):
+        self.root, self.image_size, self.context_ratio = root, image_size, context_ratio
+        self.coco = load_coco(json_file, f"{where}.json_file")
+        self.cat_ids, self.cat_names = select_categories(self.coco, cat_names, class_split, where)
+        self.cat_ids_to_inds = {c: i for i, c in enumerate(self.cat_ids)}
+        refs = load_reference_pkl(memory_pkl)
+        self.items: list[dict] = []
+        for cat_id in self.cat_ids:
+            entries = refs.get(cat_id)
+            name = self.coco.cats[cat_id]["name"]
+            if not entries:
+                raise DatasetError(
+                    f"The reference pickle {memory_pkl} has no references for class '{name}' (id {cat_id}). "
+                    "Re-create it for the selected classes, or select fewer classes."
+                )
+            if len(entries) != memory_length:
+                raise DatasetError(
+                    f"The reference pickle {memory_pkl} has {len(entries)} references for class '{name}' "
+                    f"(id {cat_id}) but memory_bank_cfg.length is {memory_length}. Use the same number of shots "
+                    "for sampling and for --model.init_args.model_cfg.memory_bank_cfg.length."
+                )
+            for slot, e in enumerate(entries):
+                ann_id = e["ann_ids"][0]
+                if ann_id not in self.coco.anns:
+                    raise DatasetError(f"{memory_pkl}: annotation id {ann_id} is not in {json_file}.")
+                ann = self.coco.anns[ann_id]
+                if ann["category_id"] != cat_id:
+                    raise DatasetError(
+                        f"{memory_pkl}: annotation {ann_id} has category {ann['category_id']}, listed under {cat_id}."
+                    )
+                self.items.append({"cat_id": cat_id, "slot": slot, "ann_id": ann_id, "img_id": e["img_id"]})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        ann = self.coco.anns[item["ann_id"]]
+        info = self.coco.imgs[ann["image_id"]]
+        img = load_rgb(os.path.join(self.root, info["file_name"]))
+        if (img.height, img.width) != (info["height"], info["width"]):
+            raise DatasetError(
+                f"{info['file_name']}: image is {img.width}x{img.height} but the json says "
+                f"{info['width']}x{info['height']}."
+            )
+        mask = self.coco.annToMask(ann)
+        x1, y1, x2, y2 = crop_window(ann["bbox"], img.width, img.height, self.context_ratio)
+        crop = pil_to_tensor(img)[:, y1:y2, x1:x2]
+        mcrop = torch.from_numpy(np.ascontiguousarray(mask[y1:y2, x1:x2])).float()
+        s = self.image_size
+        image = F.interpolate(crop[None], size=(s, s), mode="bicubic", align_corners=False)[0]
+        mask_r = F.interpolate(mcrop[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+        return {
+            "index": index,
+            "class_idx": self.cat_ids_to_inds[item["cat_id"]],
+            "slot": item["slot"],
+            "image": image,
+            "mask": mask_r,
+            "img_info": {"id": info["id"], "file_name": info["file_name"], "ori_height": info["height"],
+                         "ori_width": info["width"], "ann_id": item["ann_id"], "crop_xyxy": (x1, y1, x2, y2)},
+        }  # fmt: skip
+
+
+class COCORefTestDataset(Dataset):
+    """Target images in ascending image-id order, squashed to ``image_size``.
+
+    Item: ``{"index", "image" (3, S, S) in [0, 1], "ori_size" (H, W), "img_id", "file_name"}``.
+    ``coco`` holds the ground truth restricted to the selected classes (all images and all
+    categories kept), so COCOeval over it gives the AP of those classes (nAP on a split).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        json_file: str,
+        image_size: int = 1024,
+        class_split: str | None = None,
+        cat_names: list[str] | None = None,
+        cat_ids: list[int] | None = None,
+        where: str = "dataset_cfgs.test",
+    ):
+        self.root, self.image_size = root, image_size
+        coco = load_coco(json_file, f"{where}.json_file")
+        if cat_ids is not None and not (cat_names or class_split):
+            missing = [c for c in cat_ids if c not in coco.cats]
+            if missing:
+                raise DatasetError(f"Category ids {missing} of the memory bank are not in {json_file}.")
+            self.cat_ids = sorted(cat_ids)
+        else:
+            self.cat_ids, _ = select_categories(coco, cat_names, class_split, where)
+        self.cat_names = [coco.cats[c]["name"] for c in self.cat_ids]
+        self.cat_inds_to_ids = dict(enumerate(self.cat_ids))
+        if set(self.cat_ids) != set(coco.getCatIds()):
+            keep = set(self.cat_ids)
+            data = dict(coco.dataset)
+            data["annotations"] = [a for a in coco.dataset.get("annotations", []) if a["category_id"] in keep]
+            coco = coco_from_dict(data)
+        self.coco = coco
+        self.img_ids = sorted(coco.getImgIds())
+
+    def __len__(self) -> int:
+        return len(self.img_ids)
+
+    def gt_by_image(self, img_id: int) -> dict[int, list[dict]]:
+        """GT annotations of the selected classes in one image, grouped by class index."""
+        out: dict[int, list[dict]] = defaultdict(list)
+        inds = {c: i for i, c in enumerate(self.cat_ids)}
+        for ann in self.coco.imgToAnns.get(img_id, []):
+            out[inds[ann["category_id"]]].append(ann)
+        return dict(out)
+
+    def __getitem__(self, index: int) -> dict:
+        img_id = self.img_ids[index]
+        info = self.coco.imgs[img_id]
+        image, ori = load_square(os.path.join(self.root, info["file_name"]), self.image_size)
+        return {"index": index, "image": image, "ori_size": ori, "img_id": img_id, "file_name": info["file_name"]}

@@ -1,0 +1,329 @@
+"""The LightningModule: builds what a mode needs, feeds it data, collects outputs.
+
+Modes (``test_mode``): ``fill_memory`` encodes reference crops into the bank; ``postprocess_memory``
+turns them into class statistics; ``vis_memory`` paints them; ``test`` segments target images and
+evaluates. Saving the bank (``--out_path``) and final evaluation are driven by ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
+from .dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
+from .errors import CheckpointError, ConfigError
+from .evaluation import encode_detections, evaluate_coco, gather_indexed
+from .models.memory_bank import MemoryBank
+from .models.segmenter import ReferenceSegmenter
+
+MEMORY_FORMAT_VERSION = 1
+MEMORY_META_KEY = "no_time_to_train_memory"
+SUPPORTED_MODELS = ("matching_baseline_noamg",)
+
+
+class _Single(Dataset):
+    """One dummy item: postprocess_memory runs exactly once."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict:
+        return {"index": index}
+
+
+def _identity_collate(batch: list) -> list:
+    return batch
+
+
+class Sam2MatcherLightningModel(pl.LightningModule):
+    """Training-free reference-based instance segmentation (SAM2 proposals + DINOv2 memory bank)."""
+
+    def __init__(
+        self,
+        model_cfg: ModelCfg,
+        dataset_cfgs: DatasetCfgs,
+        data_load_cfgs: DataLoadCfgs = DataLoadCfgs(),  # noqa: B008 - immutable in practice
+        test_mode: TestMode = "none",
+    ):
+        super().__init__()
+        if model_cfg.name.lower() not in SUPPORTED_MODELS:
+            raise ConfigError(
+                f"model_cfg.name={model_cfg.name!r} is not supported; use 'matching_baseline_noAMG' "
+                "(the paper's method)."
+            )
+        if model_cfg.sam2_infer_cfgs.cls_num_per_mask != 1:
+            raise ConfigError("sam2_infer_cfgs.cls_num_per_mask: only 1 (one label per mask) is supported.")
+        bank = model_cfg.memory_bank_cfg
+        if bank.category_num < 1 or bank.length < 1:
+            raise ConfigError(
+                f"memory_bank_cfg: category_num ({bank.category_num}) and length ({bank.length}) must be >= 1."
+            )
+        self.model_cfg, self.dataset_cfgs, self.data_load_cfgs = model_cfg, dataset_cfgs, data_load_cfgs
+        self.test_mode = test_mode
+        infer = model_cfg.sam2_infer_cfgs
+        self.memory = MemoryBank(
+            bank.category_num, bank.length, self.feature_dim(), infer.kmeans_k, infer.n_pca_components
+        )
+        self.segmenter: ReferenceSegmenter | None = None
+        self.dataset: Dataset | None = None
+        self._outputs: list[tuple[int, Any]] = []
+        self.results: list[dict] | None = None
+        self.loaded_meta: dict | None = None
+
+    # ------------------------------------------------------------------ components
+    def feature_dim(self) -> int:
+        from .models.encoders import DINOV2_VARIANTS
+
+        name = self.model_cfg.encoder_cfg.name
+        if name not in DINOV2_VARIANTS:
+            raise ConfigError(
+                f"model_cfg.encoder_cfg.name={name!r} is not a known encoder; choose one of {sorted(DINOV2_VARIANTS)}."
+            )
+        return DINOV2_VARIANTS[name].feat_dim
+
+    def build_encoder(self) -> nn.Module:
+        """The patch-feature encoder (DINOv2). Override to inject another one."""
+        from .models.encoders import build_dinov2
+
+        cfg = self.model_cfg
+        return build_dinov2(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, img_size=cfg.encoder_cfg.img_size)
+
+    def build_proposer(self) -> nn.Module:
+        """The class-agnostic proposer (SAM2 point grid). Override to inject another one."""
+        from .models.encoders import build_sam2
+        from .models.proposals import Sam2PointGridProposer
+
+        cfg = self.model_cfg
+        inf = cfg.sam2_infer_cfgs
+        sam2 = build_sam2(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, device="cpu")
+        return Sam2PointGridProposer(
+            sam2, inf.points_per_side, inf.testing_point_bs, inf.iou_thr, add_no_mem_embed=inf.add_no_mem_embed
+        )
+
+    # ------------------------------------------------------------------ datasets
+    def build_dataset(self, mode: str) -> Dataset:
+        if mode in ("fill_memory", "vis_memory"):
+            c = self.dataset_cfgs.fill_memory
+            self._check_dataset_cfg(c, "fill_memory")
+            ds = COCOMemoryFillCropDataset(
+                root=c.root, json_file=c.json_file, memory_pkl=c.memory_pkl, image_size=c.image_size,
+                memory_length=self.model_cfg.memory_bank_cfg.length, context_ratio=c.context_ratio,
+                class_split=c.class_split, cat_names=c.cat_names,
+            )  # fmt: skip
+            self._check_class_count(len(ds.cat_ids), "dataset_cfgs.fill_memory")
+            return ds
+        if mode == "test":
+            c = self.dataset_cfgs.test
+            self._check_dataset_cfg(c, "test")
+            bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
+            return COCORefTestDataset(
+                root=c.root, json_file=c.json_file, image_size=c.image_size, class_split=c.class_split,
+                cat_names=c.cat_names, cat_ids=None if -1 in bank_ids else bank_ids,
+            )  # fmt: skip
+        return _Single()
+
+    @staticmethod
+    def _check_dataset_cfg(c: Any, where: str) -> None:
+        if c.name != "coco":
+            raise ConfigError(f"dataset_cfgs.{where}.name={c.name!r}: only 'coco' (COCO-format json) is supported.")
+        if c.norm_img:
+            raise ConfigError(f"dataset_cfgs.{where}.norm_img: images are normalised by the encoders; set it False.")
+
+    def _check_class_count(self, n: int, where: str) -> None:
+        want = self.model_cfg.memory_bank_cfg.category_num
+        if n != want:
+            raise ConfigError(
+                f"{where} selects {n} classes but memory_bank_cfg.category_num is {want}. Pass "
+                f"--model.init_args.model_cfg.memory_bank_cfg.category_num {n} (or select {want} classes)."
+            )
+
+    def setup(self, stage: str) -> None:
+        if stage != "test":
+            raise ConfigError(f"Only the `test` subcommand is supported (got {stage!r}); choose a mode with "
+                              "--model.test_mode fill_memory|postprocess_memory|vis_memory|test.")  # fmt: skip
+        if self.test_mode == "none":
+            raise ConfigError("Choose a mode: --model.test_mode fill_memory|postprocess_memory|vis_memory|test.")
+        c = self.dataset_cfgs.test
+        # Without an explicit class selection the test classes are the memory bank's, which are
+        # known only once --ckpt_path is restored (after setup): build that dataset lazily.
+        lazy = self.test_mode == "test" and not (c.cat_names or c.class_split)
+        self.dataset = None if lazy else self.build_dataset(self.test_mode)
+        needs_encoder = self.test_mode in ("fill_memory", "vis_memory", "test")
+        if self.segmenter is None:
+            self.segmenter = ReferenceSegmenter(
+                self.memory,
+                encoder=self.build_encoder() if needs_encoder else None,
+                proposer=self.build_proposer() if self.test_mode == "test" else None,
+                infer_cfg=self.model_cfg.sam2_infer_cfgs,
+            )
+        self._outputs = []
+        self.results = None
+
+    def test_dataloader(self) -> DataLoader:
+        if self.dataset is None:
+            self.dataset = self.build_dataset(self.test_mode)
+        workers = self.data_load_cfgs.workers if self.test_mode != "postprocess_memory" else 0
+        return DataLoader(
+            self.dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_identity_collate,
+            pin_memory=torch.cuda.is_available(), drop_last=False,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ steps
+    def on_test_start(self) -> None:
+        if self.test_mode == "fill_memory" and self.memory.is_filled:
+            raise ConfigError("fill_memory starts from an empty bank; do not pass --ckpt_path in this mode.")
+        if self.test_mode in ("test", "vis_memory") and not self.memory.is_postprocessed:
+            what = "a memory file written by fill_memory" if self.memory.is_filled else "no memory file"
+            raise ConfigError(
+                f"--model.test_mode {self.test_mode} needs a postprocessed memory (--ckpt_path "
+                f"memory_postprocessed.ckpt), but got {what}. Run fill_memory and then postprocess_memory."
+            )
+        if self.test_mode == "postprocess_memory" and not self.memory.is_filled:
+            raise ConfigError("postprocess_memory needs --ckpt_path of a memory file written by fill_memory.")
+        if self.test_mode == "test":
+            self._check_test_classes()
+
+    def _check_test_classes(self) -> None:
+        bank_ids = [int(c) for c in self.memory.mem_cat_ids.tolist()]
+        ds = self.dataset
+        if -1 not in bank_ids and bank_ids != ds.cat_ids:
+            c = self.dataset_cfgs.test
+            raise ConfigError(
+                f"The memory bank holds category ids {bank_ids} but the test set selects {ds.cat_ids} "
+                f"(class_split={c.class_split!r}, cat_names={c.cat_names!r}). Select the same classes for "
+                "fill_memory and test."
+            )
+
+    def test_step(self, batch: list[dict], batch_idx: int) -> None:
+        item = batch[0]
+        if self.test_mode == "fill_memory":
+            feats, weights = self.segmenter.encode_references(item["image"][None], item["mask"][None])
+            fg = weights[0] > 0
+            # Only foreground patches matter downstream; ship them in half precision.
+            self._outputs.append((item["index"], {
+                "class_idx": item["class_idx"], "slot": item["slot"],
+                "feats": feats[0][fg].to("cpu", torch.float16), "weights": weights[0][fg].cpu(),
+            }))  # fmt: skip
+        elif self.test_mode == "postprocess_memory":
+            if self.memory.is_postprocessed:
+                print("The memory is already postprocessed; writing it unchanged.")
+            else:
+                self.memory.postprocess()
+        elif self.test_mode == "test":
+            dets = self.segmenter.predict(item["image"][None], tuple(item["ori_size"]))
+            records = encode_detections(
+                dets.masks, dets.boxes, dets.scores, dets.labels, item["img_id"], self.dataset.cat_inds_to_ids
+            )
+            self._outputs.append((item["index"], records))
+            self.after_prediction(item, dets)
+        elif self.test_mode == "vis_memory":
+            self.visualize_reference(item)
+
+    def after_prediction(self, item: dict, dets: Any) -> None:
+        """Hook for per-image side outputs (online visualisation, exports)."""
+
+    def visualize_reference(self, item: dict) -> None:
+        raise ConfigError("vis_memory is not available in this build.")
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_mode == "fill_memory":
+            self._finish_fill()
+        elif self.test_mode == "test":
+            per_image = gather_indexed(self._outputs)
+            self.results = [r for records in per_image for r in records]
+        self._outputs = []
+
+    def _finish_fill(self) -> None:
+        items = gather_indexed(self._outputs)
+        ds = self.dataset
+        if len(items) != len(ds):
+            raise RuntimeError(f"fill_memory gathered {len(items)} references, expected {len(ds)}")
+        class_idx = torch.tensor([x["class_idx"] for x in items])
+        slots = torch.tensor([x["slot"] for x in items])
+        self.memory.fill_packed(class_idx, slots, [x["feats"] for x in items], [x["weights"] for x in items])
+        self.memory.mem_cat_ids.copy_(torch.tensor(ds.cat_ids, dtype=torch.long))
+        empty = [ds.cat_names[c] for c in range(len(ds.cat_ids)) if self.memory.class_weight(c) <= 0]
+        if empty:
+            raise ConfigError(
+                f"No reference of class(es) {empty} has any mask pixel after cropping and resizing; their "
+                "prototypes would be undefined. Choose other references for them."
+            )
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, results: list[dict], verbose: bool = True) -> dict:
+        ds = self.dataset
+        stats, _ = evaluate_coco(ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, verbose=verbose)
+        return stats
+
+    # ------------------------------------------------------------------ memory files
+    def memory_meta(self) -> dict:
+        cfg = self.model_cfg
+        return {
+            "format_version": MEMORY_FORMAT_VERSION,
+            "category_num": cfg.memory_bank_cfg.category_num,
+            "length": cfg.memory_bank_cfg.length,
+            "feat_dim": self.memory.feat_dim,
+            "encoder": cfg.encoder_cfg.name,
+            "img_size": cfg.encoder_cfg.img_size,
+            "kmeans_k": cfg.sam2_infer_cfgs.kmeans_k,
+            "n_pca_components": cfg.sam2_infer_cfgs.n_pca_components,
+            "cat_ids": [int(c) for c in self.memory.mem_cat_ids.tolist()],
+            "postprocessed": self.memory.is_postprocessed,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # ``state_dict`` holds only the bank (see below), never the frozen backbones.
+        checkpoint[MEMORY_META_KEY] = self.memory_meta()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        path = getattr(self, "_ckpt_path_hint", "the memory file")
+        meta = checkpoint.get(MEMORY_META_KEY)
+        if meta is None:
+            keys = checkpoint.get("state_dict", {})
+            origin = "the original implementation" if any(k.startswith("seg_model.") for k in keys) else "elsewhere"
+            raise CheckpointError(
+                f"{path} is not a memory file of this tool (it comes from {origin}). Re-create it with "
+                "--model.test_mode fill_memory and postprocess_memory."
+            )
+        if meta.get("format_version") != MEMORY_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has memory format version {meta.get('format_version')}, this version reads "
+                f"{MEMORY_FORMAT_VERSION}. Re-create it with fill_memory and postprocess_memory."
+            )
+        mine = self.memory_meta()
+        flags = {
+            "category_num": "--model.init_args.model_cfg.memory_bank_cfg.category_num",
+            "length": "--model.init_args.model_cfg.memory_bank_cfg.length",
+            "encoder": "--model.init_args.model_cfg.encoder_cfg.name",
+            "img_size": "--model.init_args.model_cfg.encoder_cfg.img_size",
+            "kmeans_k": "--model.init_args.model_cfg.sam2_infer_cfgs.kmeans_k",
+            "n_pca_components": "--model.init_args.model_cfg.sam2_infer_cfgs.n_pca_components",
+        }
+        wrong = [f"{k}: file has {meta[k]!r}, config has {mine[k]!r} ({flag})"
+                 for k, flag in flags.items() if meta.get(k) != mine[k]]  # fmt: skip
+        if wrong:
+            raise CheckpointError(
+                f"{path} does not match the configuration: " + "; ".join(wrong)
+                + ". Pass the values the memory was made with."
+            )
+        self.loaded_meta = meta
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
+        # Only the bank is stored; backbones come from their own checkpoints.
+        prefix = "memory."
+        own = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        return self.memory.load_state_dict(own, strict=True)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict:
+        """Only the memory bank: this is what ``--out_path`` files contain."""
+        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if k.startswith("memory.")}
+
+
+def memory_file_exists(path: str | None) -> bool:
+    return bool(path) and os.path.isfile(path)

@@ -1,0 +1,214 @@
+"""Random-weight stand-ins for Meta's checkpoints, written in Meta's own file formats.
+
+Real weights cannot be downloaded everywhere (CI, air-gapped machines). These writers build the
+real architectures with random weights and save them exactly the way Meta's files are laid out,
+so that loading them goes through the same code as the real files:
+
+* SAM2: ``{"model": state_dict}`` of ``SAM2Base`` (like ``sam2_hiera_large.pt``).
+* DINOv2: a flat state dict with Meta's key names (like ``dinov2_vitl14_pretrain.pth``):
+  ``mask_token``, ``register_tokens`` (and the class position folded out of ``cls_token``), and
+  ``mlp.w12`` / ``mlp.w3`` for the SwiGLU MLP of the giant models. timm's checkpoint filter
+  undoes exactly this when the file is loaded by :func:`~no_time_to_train.models.encoders.build_dinov2`.
+
+The outputs of such models are meaningless: use them for smoke tests and timing only.
+
+Command line::
+
+    python -m no_time_to_train.models.checkpoint_tools --random-weights [--small] [--no-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from no_time_to_train.errors import ConfigError
+from no_time_to_train.io_utils import atomic_open
+from no_time_to_train.models.encoders import (
+    DINOV2_VARIANTS,
+    SAM2_CHECKPOINT_FILES,
+    build_sam2,
+    resolve_sam2_config,
+)
+
+__all__ = [
+    "dinov2_meta_state_dict",
+    "main",
+    "random_dinov2_vit",
+    "write_random_dinov2_checkpoint",
+    "write_random_sam2_checkpoint",
+]
+
+# Range of the random LayerScale gammas. timm initialises them to 1e-5, which makes every block
+# an identity to within float precision: a converter that scrambled block weights would go
+# unnoticed. Gammas of this size let every block change the output.
+_LAYER_SCALE_RANGE = (0.1, 0.5)
+
+
+def _save(obj: object, path: str | os.PathLike) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_random_sam2_checkpoint(cfg_file: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write ``{"model": state_dict}`` of a randomly initialised SAM2 for ``cfg_file``.
+
+    The architecture is the official one built from the sam2 package config, so the file loads
+    strictly with :func:`~no_time_to_train.models.encoders.build_sam2` and the same config.
+    """
+    torch.manual_seed(seed)
+    model = build_sam2(cfg_file, None, device="cpu")
+    _save({"model": model.state_dict()}, path)
+    return Path(path)
+
+
+def random_dinov2_vit(name: str, seed: int = 0) -> nn.Module:
+    """The randomly initialised timm ViT that :func:`write_random_dinov2_checkpoint` writes.
+
+    Default timm initialisation, except the LayerScale gammas, which are drawn uniformly from
+    ``[0.1, 0.5]`` so that every block contributes to the output.
+    """
+    variant = DINOV2_VARIANTS.get(name)
+    if variant is None:
+        raise ConfigError(f"Unknown encoder {name!r}. Valid names: {', '.join(DINOV2_VARIANTS)}.")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import timm
+
+    torch.manual_seed(seed)
+    vit = timm.create_model(variant.timm_name, pretrained=False)
+    generator = torch.Generator().manual_seed(seed)
+    low, high = _LAYER_SCALE_RANGE
+    with torch.no_grad():
+        for param_name, param in vit.named_parameters():
+            if param_name.endswith(".gamma"):
+                param.uniform_(low, high, generator=generator)
+    return vit.eval()
+
+
+def dinov2_meta_state_dict(vit: nn.Module) -> dict[str, torch.Tensor]:
+    """Convert a timm DINOv2 ViT's weights to the key layout of Meta's ``*_pretrain.pth`` files.
+
+    The inverse of timm's ``_convert_dinov2``:
+
+    * ``mask_token`` ``(1, D)`` is added (zeros; Meta's file has it, the encoder never uses it).
+    * register models: timm's ``reg_token`` becomes ``register_tokens``; timm keeps the class
+      token's position folded into ``cls_token`` and a patch-only ``pos_embed``, Meta keeps
+      ``pos_embed`` ``(1, 1 + N, D)`` with the class position first. The class position is split
+      off as the bfloat16 rounding of ``cls_token`` so that timm's ``cls_token + pos_embed[:, 0]``
+      restores the original bits exactly (the difference is exact by Sterbenz's lemma).
+    * SwiGLU MLPs (giant): ``mlp.fc1`` -> ``mlp.w12`` and ``mlp.fc2`` -> ``mlp.w3`` (timm's packed
+      SwiGLU uses the same ``[x1 | x2]`` layout and ``silu(x1) * x2`` as Meta's ``w12``).
+    """
+    timm_sd = {k: v.detach().clone() for k, v in vit.state_dict().items()}
+    mlp = vit.blocks[0].mlp
+    swiglu = mlp.fc1.out_features == 2 * mlp.fc2.in_features  # packed [x1 | x2] projection
+    cls_token = timm_sd.pop("cls_token")
+    meta: dict[str, torch.Tensor] = {"mask_token": torch.zeros(1, cls_token.shape[-1], dtype=cls_token.dtype)}
+    if "reg_token" in timm_sd:
+        cls_pos = cls_token.to(torch.bfloat16).to(cls_token.dtype)
+        meta["cls_token"] = cls_token - cls_pos
+        meta["pos_embed"] = torch.cat([cls_pos, timm_sd.pop("pos_embed")], dim=1)
+        meta["register_tokens"] = timm_sd.pop("reg_token")
+    else:
+        meta["cls_token"] = cls_token
+    for key, value in timm_sd.items():
+        if swiglu:
+            key = re.sub(r"^(blocks\.\d+\.mlp)\.fc1\.", r"\1.w12.", key)
+            key = re.sub(r"^(blocks\.\d+\.mlp)\.fc2\.", r"\1.w3.", key)
+        meta[key] = value
+    return meta
+
+
+def write_random_dinov2_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write :func:`random_dinov2_vit` ``(name, seed)`` in Meta's ``.pth`` format."""
+    _save(dinov2_meta_state_dict(random_dinov2_vit(name, seed)), path)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+# (kind, model name, path under the checkpoints folder); the paths are the ones the configs use.
+_LARGE_SET = [
+    ("sam2", "sam2_hiera_l.yaml", "sam2_hiera_large.pt"),
+    ("dinov2", "dinov2_large", "dinov2/dinov2_vitl14_pretrain.pth"),
+]
+_SMALL_SET = [
+    ("sam2", "sam2_hiera_t.yaml", "sam2_hiera_tiny.pt"),
+    ("dinov2", "dinov2_small", "dinov2/dinov2_vits14_pretrain.pth"),
+]
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m no_time_to_train.models.checkpoint_tools",
+        description=(
+            "Write RANDOM-WEIGHT stand-ins for Meta's SAM2 and DINOv2 checkpoints, in the official "
+            "file formats and at the paths the configs expect. For smoke tests and timing only: "
+            "results obtained with them are meaningless. Real weights: checkpoints/README.md."
+        ),
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="required: confirms that you want random weights, not the real checkpoints",
+    )
+    parser.add_argument("--dest", default="checkpoints", help="checkpoints folder (default: %(default)s)")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="also write sam2_hiera_tiny.pt and dinov2/dinov2_vits14_pretrain.pth",
+    )
+    parser.add_argument(
+        "--no-large",
+        action="store_true",
+        help="skip sam2_hiera_large.pt and dinov2/dinov2_vitl14_pretrain.pth (about 2 GB)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    args = parser.parse_args(argv)
+    if not args.random_weights:
+        parser.error("this tool only writes random weights; pass --random-weights to confirm")
+    if args.no_large and not args.small:
+        parser.error("nothing to write: --no-large without --small")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    jobs = ([] if args.no_large else _LARGE_SET) + (_SMALL_SET if args.small else [])
+    dest = Path(args.dest)
+    targets = [(kind, name, dest / rel) for kind, name, rel in jobs]
+    existing = [str(path) for _, _, path in targets if path.exists()]
+    if existing and not args.force:
+        print(
+            f"Refusing to overwrite existing file(s): {', '.join(existing)}. They may be real "
+            f"checkpoints; move them away or pass --force.",
+            file=sys.stderr,
+        )
+        return 1
+    print("WARNING: writing RANDOM weights (smoke tests only; predictions will be meaningless).")
+    for kind, name, path in targets:
+        if kind == "sam2":
+            resolve_sam2_config(name)
+            write_random_sam2_checkpoint(name, path, seed=args.seed)
+            official = SAM2_CHECKPOINT_FILES[name].file_name
+        else:
+            write_random_dinov2_checkpoint(name, path, seed=args.seed)
+            official = DINOV2_VARIANTS[name].file_name
+        size_mb = path.stat().st_size / 2**20
+        print(f"  wrote {path} ({size_mb:.0f} MiB): RANDOM weights in the format of {official}")
+    print("Replace these files with the real checkpoints before any real run (checkpoints/README.md).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The method: reference encoding for the memory bank, and test-time labelling of SAM2 proposals.
+
+Composes injected parts (a patch-feature encoder, a proposer, a ``MemoryBank``); pure torch, no I/O.
+
+Encoder contract: ``encoder(images)`` with ``images (B, 3, H, W)`` float in [0, 1] returns patch
+features ``(B, g, g, D)`` (DINOv2: resized to 518, g = 37). Proposer contract:
+``proposer(image) -> Proposals`` for ``image (1, 3, S, S)``, already filtered by predicted IoU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Sam2InferCfg
+from . import matching
+from .memory_bank import MemoryBank
+from .proposals import Proposals
+
+
+@dataclass
+class Detections:
+    """Per-image output at the original resolution.
+
+    ``masks`` (N, H, W) bool; ``boxes`` (N, 4) inclusive pixel XYXY from the masks; ``scores`` (N,);
+    ``labels`` (N,) class *indices* (see the dataset's ``cat_inds_to_ids`` for category ids);
+    ``embeddings`` (N, D) normalised mask embeddings. Sorted by descending score.
+    """
+
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    embeddings: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    @staticmethod
+    def empty(size: tuple[int, int], feat_dim: int, device: torch.device) -> Detections:
+        return Detections(
+            masks=torch.zeros((0, *size), dtype=torch.bool, device=device),
+            boxes=torch.zeros((0, 4), device=device),
+            scores=torch.zeros(0, device=device),
+            labels=torch.zeros(0, dtype=torch.long, device=device),
+            embeddings=torch.zeros((0, feat_dim), device=device),
+        )
+
+
+class ReferenceSegmenter(nn.Module):
+    """Training-free reference-based instance segmentation (the reference's
+    ``Sam2MatchingBaselineNoAMG``)."""
+
+    def __init__(
+        self,
+        memory: MemoryBank,
+        encoder: nn.Module | None = None,
+        proposer: nn.Module | None = None,
+        infer_cfg: Sam2InferCfg | None = None,
+    ):
+        super().__init__()
+        self.memory = memory
+        self.encoder = encoder
+        self.proposer = proposer
+        self.cfg = infer_cfg or Sam2InferCfg()
+
+    # ------------------------------------------------------------------ references
+    @torch.no_grad()
+    def encode_references(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch features and mask weights of reference crops.
+
+        Args:
+            images: ``(B, 3, S, S)`` crops in [0, 1]; masks: ``(B, S, S)`` soft masks in [0, 1].
+        Returns:
+            ``feats (B, P, D)`` and ``weights (B, P)``, P = g*g. The mask is sampled on the patch
+            grid with nearest interpolation (the top-left pixel of each patch), as the reference.
+        """
+        feats = self.encoder(images)
+        b, g, _, d = feats.shape
+        weights = F.interpolate(masks[:, None].float(), size=(g, g), mode="nearest")[:, 0]
+        return feats.reshape(b, g * g, d), weights.reshape(b, g * g)
+
+    # ------------------------------------------------------------------ test
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor, ori_size: tuple[int, int]) -> Detections:
+        """``image`` (1, 3, S, S) in [0, 1] (the target squashed to S x S); ``ori_size`` (H, W)."""
+        if not self.memory.is_postprocessed:
+            raise RuntimeError("the memory bank is not postprocessed; run postprocess_memory first")
+        proposals = self.proposer(image)
+        if len(proposals) == 0:
+            return Detections.empty(ori_size, self.memory.feat_dim, image.device)
+        feats = self.encoder(image)[0]
+        return self.score_proposals(proposals, feats, ori_size)
+
+    def score_proposals(self, proposals: Proposals, feats: torch.Tensor, ori_size: tuple[int, int]) -> Detections:
+        """Label, suppress and re-score proposals (method-spec §4.4 steps 2-10).
+
+        Args:
+            proposals: low-resolution logits and SAM2 IoUs; feats: ``(g, g, D)`` target features.
+        """
+        cfg = self.cfg
+        device = feats.device
+        low_masks = proposals.logits > 0
+        emb = matching.pool_mask_features(low_masks, feats, mode=cfg.pooling)
+        scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
+        boxes = matching.masks_to_boxes(low_masks)
+        keep = matching.class_aware_nms(boxes, proposals.iou, labels, cfg.nms_thr, 8 * cfg.num_out_instance)
+        keep = keep[scores[keep] > 0]  # also drops NaN scores of empty masks
+        if keep.numel() == 0:
+            return Detections.empty(ori_size, emb.shape[1], device)
+        masks = matching.upsample_logits_to_masks(proposals.logits[keep], ori_size)
+        # A mask can vanish when upsampled; it cannot match anything and the IoS is undefined.
+        nonempty = masks.flatten(1).any(dim=1)
+        keep, masks = keep[nonempty], masks[nonempty]
+        scores, labels, emb = scores[keep], labels[keep], emb[keep]
+        scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=cfg.merge_chunk)
+        order = torch.sort(scores, descending=True, stable=True).indices[: cfg.num_out_instance]
+        masks = masks[order]
+        return Detections(
+            masks=masks,
+            boxes=matching.masks_to_boxes(masks),
+            scores=scores[order],
+            labels=labels[order],
+            embeddings=emb[order],
+        )
+
+
+# The reference's name for this model.
+Sam2MatchingBaselineNoAMG = ReferenceSegmenter
