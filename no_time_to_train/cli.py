@@ -74,6 +74,10 @@ class NoTimeToTrainCLI(LightningCLI):
             atomic_save_json(results, path)
             print(f"Results written to {path}")
         self.model.evaluate(results)
+        if self.model.last_evals and trainer.log_dir:
+            from .reports import save_per_class_report
+
+            save_per_class_report(self.model.last_evals, self.model.dataset, trainer.log_dir)
 
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:

@@ -74,8 +74,15 @@ class TestVisCfg:
     """Online visualisation during test (``--model.init_args.model_cfg.test.*``)."""
 
     imgs_path: Optional[str] = None
+    """Folder of the original target images for visualisation (default: the test set's root)."""
     online_vis: bool = False
+    """Save [GT | prediction] panels to results_analysis/<dataset_name>/<file_name> during test."""
     vis_thr: float = 0.5
+    """Only predictions scoring above this are drawn."""
+    export_dir: Optional[str] = None
+    """If set, write plain per-image outputs (instance masks with labels and scores) here."""
+    export_format: Literal["png", "rle"] = "png"
+    """Per-image export format: one PNG per instance plus a json index, or one RLE json per image."""
 
 
 @dataclass

@@ -75,6 +75,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self._outputs: list[tuple[int, Any]] = []
         self.results: list[dict] | None = None
         self.loaded_meta: dict | None = None
+        self.last_evals: dict = {}
+        self.last_stats: dict = {}
 
     # ------------------------------------------------------------------ components
     def feature_dim(self) -> int:
@@ -226,10 +228,21 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             self.visualize_reference(item)
 
     def after_prediction(self, item: dict, dets: Any) -> None:
-        """Hook for per-image side outputs (online visualisation, exports)."""
+        """Per-image side outputs: online visualisation and plain exports (both off by default)."""
+        opts = self.model_cfg.test
+        if opts.online_vis:
+            from .visualization import visualize_prediction
+
+            visualize_prediction(self, item, dets)
+        if opts.export_dir:
+            from .exports import export_prediction
+
+            export_prediction(self, item, dets)
 
     def visualize_reference(self, item: dict) -> None:
-        raise ConfigError("vis_memory is not available in this build.")
+        from .visualization import visualize_memory_item
+
+        visualize_memory_item(self, item)
 
     def on_test_epoch_end(self) -> None:
         if self.test_mode == "fill_memory":
@@ -258,7 +271,10 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, results: list[dict], verbose: bool = True) -> dict:
         ds = self.dataset
-        stats, _ = evaluate_coco(ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, verbose=verbose)
+        stats, self.last_evals = evaluate_coco(
+            ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, verbose=verbose
+        )
+        self.last_stats = stats
         return stats
 
     # ------------------------------------------------------------------ memory files

@@ -55,6 +55,10 @@ _LAYER_SCALE_RANGE = (0.1, 0.5)
 def _save(obj: object, path: str | os.PathLike) -> None:
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
+    # the temporary file behind the atomic write is private (0600); give it the usual mode
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_random_sam2_checkpoint(cfg_file: str, path: str | os.PathLike, seed: int = 0) -> Path:

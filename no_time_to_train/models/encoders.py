@@ -171,6 +171,7 @@ def _sentence(text: str) -> str:
 
 
 def _brief(err: BaseException, limit: int = 300) -> str:
+    """One line of at most ``limit`` characters from an exception message."""
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -473,7 +474,7 @@ def build_dinov2(name: str, ckpt_path: str | os.PathLike | None, img_size: int =
             state_dict = _read_checkpoint(path, what, hint)  # raises for unreadable files
             raise CheckpointError(
                 f"{what} checkpoint {path} does not match {name} ({variant.timm_name}): "
-                f"{_describe_dinov2_state_dict(state_dict, name)}. timm reported: {_brief(err)} "
+                f"{_describe_dinov2_state_dict(state_dict, name)}. timm reported: {_brief(err).rstrip('.')}. "
                 f"{hint}"
             ) from err
     vit.eval()

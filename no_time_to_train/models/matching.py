@@ -18,9 +18,10 @@ from torchvision.ops import batched_nms
 @functools.lru_cache(maxsize=16)
 def _interp_matrix_cpu(n_in: int, n_out: int) -> torch.Tensor:
     """``(n_out, n_in)`` matrix A with ``A @ x`` = 1-D bilinear antialiased resize of ``x``."""
-    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
-    cols = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False, antialias=True)
-    return cols.reshape(n_in, n_out).T.contiguous()
+    # Basis images two pixels wide: PyTorch's antialiased kernel returns zeros for width-1 inputs.
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1).expand(n_in, 1, n_in, 2)
+    cols = F.interpolate(eye.contiguous(), size=(n_out, 2), mode="bilinear", align_corners=False, antialias=True)
+    return cols[:, 0, :, 0].T.contiguous()
 
 
 def interp_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
