@@ -100,7 +100,10 @@ def export_prediction(
         if len(masks):
             rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
             for rec, rle in zip(records, rles):
-                rec["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                rec["segmentation"] = {
+                    "size": [int(v) for v in rle["size"]],
+                    "counts": rle["counts"].decode("ascii"),
+                }
         index = os.path.join(folder, os.path.basename(folder) + ".json")
     atomic_save_json(records, index)
     written.append(index)

@@ -180,7 +180,9 @@ def save_pr_curves(ev: COCOeval, iou_type: str, names: dict[int, str], out_dir: 
     return paths
 
 
-def save_per_class_report(evals: dict[str, COCOeval], dataset: Any, out_dir: str, verbose: bool = True) -> dict:
+def save_per_class_report(
+    evals: dict[str, COCOeval], dataset: Any, out_dir: str, verbose: bool = True
+) -> dict:
     """Print the per-class table and write ``per_class_ap.csv``, ``per_class_ap.json`` and
     ``pr_curves/*.png`` under ``out_dir``.
 

@@ -78,7 +78,9 @@ def to_uint8_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """``(3, H, W)`` float tensor in [0, 1] -> ``(H, W, 3)`` uint8 (rounded)."""
     if isinstance(image, torch.Tensor):
         image = image.detach().float().cpu().numpy()
-    return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return (
+        np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    )
 
 
 def hconcat(panels: Sequence[np.ndarray], gap: int, value: int = 255) -> np.ndarray:
@@ -278,7 +280,9 @@ def visualize_memory_item(
             "--model.init_args.model_cfg.sam2_infer_cfgs.n_pca_components 3."
         )
     if not memory.is_postprocessed:
-        raise ConfigError("vis_memory needs a postprocessed memory (--ckpt_path of postprocess_memory's output).")
+        raise ConfigError(
+            "vis_memory needs a postprocessed memory (--ckpt_path of postprocess_memory's output)."
+        )
     device = memory.mem_feats_centers.device
     image, mask = item["image"], item["mask"]
     feats, weights = module.segmenter.encode_references(image[None].to(device), mask[None].to(device))
@@ -330,7 +334,9 @@ def load_original_image(module: Any, item: dict) -> np.ndarray:
     return img
 
 
-def gt_instances(dataset: Any, img_id: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gt_instances(
+    dataset: Any, img_id: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground truth of the selected classes in one image: ``masks (N, H, W)`` bool, ``boxes (N, 4)``
     inclusive XYXY (from the COCO ``[x, y, w, h]`` box), ``labels (N,)`` class indices."""
     masks, boxes, labels = [], [], []
@@ -340,7 +346,10 @@ def gt_instances(dataset: Any, img_id: int, size: tuple[int, int]) -> tuple[np.n
             for ann in anns:
                 m = dataset.coco.annToMask(ann).astype(bool)
                 if m.shape != tuple(size):
-                    m = cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+                    m = (
+                        cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+                        > 0
+                    )
                 x, y, w, h = ann["bbox"]
                 masks.append(m)
                 boxes.append((x, y, x + max(w - 1, 0), y + max(h - 1, 0)))

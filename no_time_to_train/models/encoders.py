@@ -206,7 +206,7 @@ def _shape(value: Any) -> tuple[int, ...] | str:
 
 def _block_count(keys: Any, prefix: str) -> int:
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    indices = {int(m.group(1)) for k in keys if (m := pattern.match(k))}
+    indices = {int(m.group(1)) for k in keys if (m := pattern.match(str(k)))}
     return max(indices) + 1 if indices else 0
 
 

@@ -109,7 +109,10 @@ class MemoryBank(nn.Module):
         """Instance means, class means, k-means centres, PCA; then drop the raw patches.
 
         Deterministic: k-means initialisation uses its own generator seeded with ``seed``.
+        Idempotent: a postprocessed bank is left unchanged (the reference doubled its means).
         """
+        if self.is_postprocessed:
+            return
         c_num, k_num = self.category_num, self.length
         feats = self.mem_fg_feats.float()
         w = self.mem_fg_weights

@@ -1,0 +1,175 @@
+"""Formula tests for each step of the test-time scoring (method-spec §4.4), with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from no_time_to_train.config import Sam2InferCfg
+from no_time_to_train.models import matching
+from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.models.proposals import Proposals, point_grid
+from no_time_to_train.models.segmenter import ReferenceSegmenter
+
+
+def test_point_grid_matches_reference_coordinates():
+    g = point_grid(32, 1024)
+    assert g.shape == (1024, 2)
+    ticks = torch.linspace(0, 1023, 32) + 0.5
+    assert torch.allclose(g[:32, 0], ticks) and torch.all(g[:32, 1] == 0.5)  # x varies fastest
+    assert g[-1].tolist() == [1023.5, 1023.5]
+
+
+def test_masks_to_boxes_inclusive_and_empty():
+    m = torch.zeros(3, 6, 8, dtype=torch.bool)
+    m[0, 2, 3] = True  # one pixel
+    m[1, 1:4, 2:7] = True
+    boxes = matching.masks_to_boxes(m)
+    assert boxes.tolist() == [[3, 2, 3, 2], [2, 1, 6, 3], [0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("n_in,n_out", [(37, 256), (16, 64), (5, 7)])
+def test_interp_matrix_equals_bilinear_antialias(n_in, n_out):
+    x = torch.rand(1, 1, n_in, n_in, dtype=torch.float64)
+    a = matching.interp_matrix(n_in, n_out, x.device, torch.float64)
+    ref = F.interpolate(x, size=(n_out, n_out), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    assert torch.allclose(a @ x[0, 0] @ a.T, ref, atol=1e-10)
+
+
+def test_separable_pooling_equals_dense_product():
+    torch.manual_seed(0)
+    feats = torch.randn(37, 37, 16)
+    masks = torch.rand(40, 256, 256) > 0.6
+    masks[3] = False
+    masks[4, 10:20, 100:140] = True
+    dense = matching.pool_mask_features(masks, feats, mode="dense", chunk=7)
+    sep = matching.pool_mask_features(masks, feats, mode="separable", chunk=9)
+    assert torch.isnan(dense[3]).all() and torch.isnan(sep[3]).all()  # empty mask -> NaN, as the reference
+    ok = ~torch.isnan(dense[:, 0])
+    assert torch.allclose(dense[ok], sep[ok], atol=1e-5)
+    # Known answer: a constant feature map pools to that constant, normalised.
+    const = torch.ones(37, 37, 4) * torch.tensor([3.0, 0.0, 4.0, 0.0])
+    out = matching.pool_mask_features(masks[:2], const)
+    assert torch.allclose(out, torch.tensor([[0.6, 0.0, 0.8, 0.0]]).expand(2, 4), atol=1e-6)
+
+
+def test_prototype_is_normalised_mean_of_instance_means():
+    ins = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, 0.0]]])  # (C=2, K=2, D=2)
+    counts = torch.tensor([2, 1])  # class 1 has only slot 0 filled
+    protos = matching.class_prototypes(ins, counts)
+    s = 1 / math.sqrt(2)
+    assert torch.allclose(protos, torch.tensor([[s, s], [1.0, 0.0]]))
+
+
+def test_scores_are_clamped_cosine_and_labels_argmax():
+    protos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    emb = F.normalize(torch.tensor([[1.0, 1.0], [-1.0, 0.2], [-1.0, -1.0], [float("nan"), 0.0]]), dim=1)
+    scores, labels = matching.label_and_score(emb, protos)
+    assert scores[0].item() == pytest.approx(1 / math.sqrt(2))
+    assert labels[1].item() == 1 and scores[1].item() == pytest.approx(0.2 / math.sqrt(1.04))
+    assert scores[2].item() == 0.0  # all similarities negative -> clamped to 0 (then dropped)
+    assert math.isnan(scores[3].item())
+
+
+def test_nms_is_ranked_by_sam_iou_not_semantic_score():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], dtype=torch.float)
+    sam_iou = torch.tensor([0.5, 0.9, 0.7])
+    labels = torch.tensor([0, 0, 1])  # box 2 overlaps box 0 but is another class
+    keep = matching.class_aware_nms(boxes, sam_iou, labels, 0.5, max_keep=10)
+    assert keep.tolist() == [1, 2]
+    assert matching.class_aware_nms(boxes, sam_iou, labels, 0.5, max_keep=1).tolist() == [1]
+
+
+def test_pairwise_intersections_exact():
+    torch.manual_seed(1)
+    m = torch.rand(9, 40, 50) > 0.5
+    m[:, :5] = False  # the crop to the common box must not change anything
+    brute = (m[:, None] & m[None]).flatten(2).sum(-1).double()
+    assert torch.equal(matching.pairwise_intersections(m, chunk=4), brute)
+
+
+def test_semantic_soft_merge_known_answer():
+    m = torch.zeros(4, 10, 10, dtype=torch.bool)
+    m[0, :, :5] = True  # 50 px, ranked first
+    m[1, :, 3:8] = True  # 50 px, 20 px inside mask 0 -> IoS 0.4
+    m[2, :, 3:8] = True  # same pixels but another class: untouched
+    m[3, 0, 0] = True  # 1 px inside mask 0 -> IoS 1, orthogonal embedding -> weight 0
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 0, 1, 0])
+    emb = torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.0, 1.0]])
+    out = matching.semantic_soft_merge(m, scores, labels, emb)
+    # mask 1: IoS 0.4 * sim 0.6 = 0.24 against mask 0; mask 3: max(1*0, 0 (not in mask 1)) = 0
+    assert out[0].item() == pytest.approx(0.9)
+    assert out[1].item() == pytest.approx(0.8 * math.sqrt(1 - 0.24))
+    assert out[2].item() == pytest.approx(0.7)
+    assert out[3].item() == pytest.approx(0.6)
+
+
+def test_upsample_logits_threshold_at_zero():
+    logits = torch.full((1, 4, 4), -1.0)
+    logits[0, :2, :2] = 1.0
+    m = matching.upsample_logits_to_masks(logits, (8, 8), chunk=1)
+    assert m.shape == (1, 8, 8) and m[0, :4, :4].all() and not m[0, 4:, :].any() and not m[0, :, 4:].any()
+
+
+def _bank_with_prototypes(protos: torch.Tensor) -> MemoryBank:
+    c, d = protos.shape
+    bank = MemoryBank(c, 1, d)
+    bank.mem_feats_ins_avg[:, 0] = protos
+    bank.mem_fill_counts.fill_(1)
+    bank.mem_postprocessed.fill_(True)
+    return bank
+
+
+def test_score_proposals_end_to_end_known_answer():
+    """Two objects of two classes, a duplicate, a background blob, an empty mask; top-k = 2."""
+    d = 3
+    feats = torch.zeros(37, 37, d)
+    feats[:, :18, 0] = 1.0  # left half: class 0 features
+    feats[:, 19:, 1] = 1.0  # right half: class 1 features
+    feats[:, 18, 2] = 1.0  # a column of background
+    logits = torch.full((5, 256, 256), -5.0)
+    logits[0, :, :100] = 5  # class 0 object
+    logits[1, :, :90] = 5  # duplicate of 0 with lower SAM IoU: suppressed by NMS
+    logits[2, :, 160:] = 5  # class 1 object
+    logits[3, :, 126:130] = 5  # background column: near-zero similarity
+    iou = torch.tensor([0.9, 0.8, 0.85, 0.95, 0.99])  # mask 4 is empty
+    seg = ReferenceSegmenter(
+        _bank_with_prototypes(torch.eye(d)[:2]), infer_cfg=Sam2InferCfg(num_out_instance=2, nms_thr=0.5)
+    )
+    det = seg.score_proposals(Proposals(logits, iou, torch.zeros(5, 2)), feats, (64, 128))
+    assert len(det) == 2
+    assert det.labels.tolist() == [0, 1] or det.labels.tolist() == [1, 0]
+    assert torch.all(det.scores > 0.99)
+    assert det.masks.shape == (2, 64, 128)
+    left = det.masks[det.labels == 0][0]
+    assert left[:, :49].all() and not left[:, 51:].any()  # 100/256 of 128 px = 50 px
+    assert det.boxes[det.labels == 0][0].tolist() == [0, 0, left.any(0).nonzero().max().item(), 63]
+
+
+def test_score_proposals_no_survivor_gives_empty_output():
+    seg = ReferenceSegmenter(_bank_with_prototypes(torch.eye(2)))
+    logits = torch.full((2, 256, 256), -5.0)
+    logits[0, :10, :10] = 5
+    feats = torch.zeros(37, 37, 2)
+    feats[..., 1] = -1.0  # negative cosine everywhere -> score 0 -> dropped
+    det = seg.score_proposals(Proposals(logits, torch.ones(2), torch.zeros(2, 2)), feats, (20, 30))
+    assert len(det) == 0 and det.masks.shape == (0, 20, 30)
+
+
+def test_top_k_keeps_highest_scores():
+    d = 4
+    feats = torch.zeros(37, 37, d)
+    for i in range(4):
+        feats[:, i * 9 : i * 9 + 9, 0] = 1.0
+        feats[:, i * 9 : i * 9 + 9, 1] = float(i)  # further right -> less similar to class 0
+    logits = torch.full((4, 256, 256), -5.0)
+    for i in range(4):
+        logits[i, :, i * 62 + 2 : i * 62 + 58] = 5
+    seg = ReferenceSegmenter(_bank_with_prototypes(torch.eye(d)[:1]), infer_cfg=Sam2InferCfg(num_out_instance=2))
+    det = seg.score_proposals(Proposals(logits, torch.full((4,), 0.9), torch.zeros(4, 2)), feats, (256, 256))
+    assert len(det) == 2 and det.scores[0] >= det.scores[1]
+    assert det.boxes[:, 0].tolist() == [2.0, 64.0]  # the two leftmost (most class-0-like) masks
