@@ -74,10 +74,13 @@ class NoTimeToTrainCLI(LightningCLI):
             atomic_save_json(results, path)
             print(f"Results written to {path}")
         self.model.evaluate(results)
-        if self.model.last_evals and trainer.log_dir:
+        if self.model.last_evals:
             from .reports import save_per_class_report
 
-            save_per_class_report(self.model.last_evals, self.model.dataset, trainer.log_dir)
+            # Next to the logs; without a logger, next to the pictures of this dataset.
+            name = self.model.model_cfg.dataset_name
+            out = trainer.log_dir if trainer.loggers else os.path.join("results_analysis", name, "evaluation")
+            save_per_class_report(self.model.last_evals, self.model.dataset, out)
 
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:

@@ -48,7 +48,7 @@ def instance_records(module: Any, dets: Any) -> tuple[list[dict], np.ndarray]:
     masks = dets.masks.detach().cpu().numpy().astype(bool)
     boxes = dets.boxes.detach().cpu().double().numpy().reshape(-1, 4)
     records = []
-    for i, (score, label) in enumerate(zip(dets.scores.tolist(), dets.labels.tolist())):
+    for i, (score, label) in enumerate(zip(dets.scores.tolist(), dets.labels.tolist(), strict=True)):
         c = int(label)
         records.append({
             "category_id": int(ds.cat_inds_to_ids[c]),
@@ -81,7 +81,7 @@ def export_prediction(
     records, masks = instance_records(module, dets)
     written: list[str] = []
     if fmt == "png":
-        for i, (rec, m) in enumerate(zip(records, masks)):
+        for i, (rec, m) in enumerate(zip(records, masks, strict=True)):
             name = f"inst_{i:03d}.png"
             path = os.path.join(folder, name)
             ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
@@ -99,7 +99,7 @@ def export_prediction(
     else:
         if len(masks):
             rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-            for rec, rle in zip(records, rles):
+            for rec, rle in zip(records, rles, strict=True):
                 rec["segmentation"] = {
                     "size": [int(v) for v in rle["size"]],
                     "counts": rle["counts"].decode("ascii"),

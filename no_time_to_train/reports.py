@@ -67,7 +67,7 @@ def _category_names(dataset: Any, ev: COCOeval) -> dict[int, str]:
     names = {int(i): c.get("name", str(i)) for i, c in getattr(ev.cocoGt, "cats", {}).items()}
     ids, cat_names = getattr(dataset, "cat_ids", None), getattr(dataset, "cat_names", None)
     if ids is not None and cat_names is not None:
-        names.update({int(i): str(n) for i, n in zip(ids, cat_names)})
+        names.update({int(i): str(n) for i, n in zip(ids, cat_names, strict=True)})
     return names
 
 

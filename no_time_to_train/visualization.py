@@ -329,7 +329,8 @@ def load_original_image(module: Any, item: dict) -> np.ndarray:
     if "ori_size" in item and tuple(img.shape[:2]) != tuple(int(v) for v in item["ori_size"]):
         raise DatasetError(
             f"{path} is {img.shape[1]}x{img.shape[0]} but the test image is "
-            f"{item['ori_size'][1]}x{item['ori_size'][0]}; model_cfg.test.imgs_path must hold the same images."
+            f"{item['ori_size'][1]}x{item['ori_size'][0]}; model_cfg.test.imgs_path must hold the same "
+            "images as the test set."
         )
     return img
 

@@ -32,7 +32,8 @@ def _oracle_config(tmp_path, synth) -> str:
     return write_yaml(tmp_path / "oracle.yaml", cfg)
 
 
-def test_oracle_pipeline_reaches_high_ap(tmp_path, synth):
+def test_oracle_pipeline_reaches_high_ap(tmp_path, synth, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = _oracle_config(tmp_path, synth)
     base = ["test", "--config", FEWSHOT_CFG, "--config", cfg]
     mem, post, res = tmp_path / "memory.ckpt", tmp_path / "memory_postprocessed.ckpt", tmp_path / "results.json"

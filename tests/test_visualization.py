@@ -358,7 +358,7 @@ def test_exports_round_trip(test_dataset, tmp_path, fmt):
     assert [r["category_name"] for r in records] == ["bird", "person"]
     assert [r["score"] for r in records] == pytest.approx([0.9, 0.4])
     assert records[0]["bbox_xyxy"] == dets.boxes[0].tolist()
-    for rec, m in zip(records, masks):
+    for rec, m in zip(records, masks, strict=True):
         if fmt == "png":
             got = cv2.imread(str(folder / rec["file"]), cv2.IMREAD_UNCHANGED)
             assert got.dtype == np.uint8 and got.shape == m.shape

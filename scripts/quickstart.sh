@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Quick start: install, generate a small example dataset, and run fill -> postprocess -> test.
+#
+# Uses real checkpoints when they are in checkpoints/ (SAM2-L + DINOv2-L, else SAM2-t + DINOv2-S);
+# otherwise writes RANDOM-WEIGHT stand-ins to checkpoints/random/ and says so loudly: such a run
+# checks that everything works, its AP is meaningless.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. "${VENV:-.venv}/bin/activate"
+export HF_HUB_OFFLINE=1
+
+DATA=data/demo
+OUT=work_dirs/demo
+CLASSES=person,car,bird
+mkdir -p "$OUT"
+if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
+  python -m no_time_to_train.dataset.synthetic --out-dir "$DATA" --classes "$CLASSES" \
+      --n-train 8 --n-val 4 --n-shot 2 --seed 0
+fi
+
+BASE=no_time_to_train/pl_configs/matching_cdfsod_template.yaml
+CONFIGS=(--config "$BASE")
+if [ -f checkpoints/sam2_hiera_large.pt ] && [ -f checkpoints/dinov2/dinov2_vitl14_pretrain.pth ]; then
+  echo "[quickstart] using checkpoints/sam2_hiera_large.pt + checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
+elif [ -f checkpoints/sam2_hiera_tiny.pt ] && [ -f checkpoints/dinov2/dinov2_vits14_pretrain.pth ]; then
+  echo "[quickstart] using checkpoints/sam2_hiera_tiny.pt + checkpoints/dinov2/dinov2_vits14_pretrain.pth"
+  CONFIGS+=(--config no_time_to_train/pl_configs/demo_tiny.yaml)
+else
+  RND=checkpoints/random
+  if [ ! -f "$RND/sam2_hiera_tiny.pt" ] || [ ! -f "$RND/dinov2/dinov2_vits14_pretrain.pth" ]; then
+    python -m no_time_to_train.models.checkpoint_tools --random-weights --small --no-large --dest "$RND" --force
+  fi
+  echo "=================================================================================="
+  echo " No real checkpoints in checkpoints/ (see checkpoints/README.md)."
+  echo " SMOKE RUN WITH RANDOM WEIGHTS: every step runs for real, but the AP is meaningless."
+  echo "=================================================================================="
+  CONFIGS+=(--config no_time_to_train/pl_configs/demo_tiny.yaml
+            --model.init_args.model_cfg.sam2_ckpt_path "$RND/sam2_hiera_tiny.pt"
+            --model.init_args.model_cfg.encoder_ckpt_path "$RND/dinov2/dinov2_vits14_pretrain.pth")
+fi
+
+COMMON=("${CONFIGS[@]}"
+  --model.init_args.model_cfg.dataset_name demo
+  --model.init_args.model_cfg.memory_bank_cfg.length 2
+  --model.init_args.model_cfg.memory_bank_cfg.category_num 3
+  --trainer.logger.save_dir "$OUT"
+  --trainer.devices 1)
+
+python run_lightening.py test "${COMMON[@]}" --model.test_mode fill_memory --out_path "$OUT/memory.ckpt" \
+  --model.init_args.dataset_cfgs.fill_memory.root "$DATA/train2017" \
+  --model.init_args.dataset_cfgs.fill_memory.json_file "$DATA/annotations/instances_train2017.json" \
+  --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$DATA/annotations/references_2shot.pkl" \
+  --model.init_args.dataset_cfgs.fill_memory.cat_names "$CLASSES"
+
+python run_lightening.py test "${COMMON[@]}" --model.test_mode postprocess_memory \
+  --ckpt_path "$OUT/memory.ckpt" --out_path "$OUT/memory_postprocessed.ckpt"
+
+python run_lightening.py test "${COMMON[@]}" --model.test_mode test \
+  --ckpt_path "$OUT/memory_postprocessed.ckpt" --export_result "$OUT/results.json" \
+  --model.init_args.dataset_cfgs.test.root "$DATA/val2017" \
+  --model.init_args.dataset_cfgs.test.json_file "$DATA/annotations/instances_val2017.json" \
+  --model.init_args.dataset_cfgs.test.cat_names "$CLASSES" \
+  --model.init_args.model_cfg.test.online_vis True --model.init_args.model_cfg.test.vis_thr 0.4
+
+echo "[quickstart] done: memory files and results.json in $OUT, pictures in results_analysis/demo/"
