@@ -25,10 +25,18 @@ class NoTimeToTrainCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
-        parser.add_argument("--out_path", type=str | None, default=None,
-                            help="Where fill_memory / postprocess_memory write the memory file.")
-        parser.add_argument("--export_result", type=str | None, default=None,
-                            help="Write the COCO-format results json here after test.")
+        parser.add_argument(
+            "--out_path",
+            type=str | None,
+            default=None,
+            help="Where fill_memory / postprocess_memory write the memory file.",
+        )
+        parser.add_argument(
+            "--export_result",
+            type=str | None,
+            default=None,
+            help="Write the COCO-format results json here after test.",
+        )
         parser.add_argument("--seed", type=int | None, default=None, help="Only names the results json.")
         parser.add_argument("--n_shot", type=int | None, default=None, help="Only names the results json.")
         parser.add_argument("--coco_semantic_split", type=str | None, default=None,
@@ -50,7 +58,9 @@ class NoTimeToTrainCLI(LightningCLI):
                 "--out_path (fill_memory, then postprocess_memory)."
             )
         if ckpt and args.out_path and os.path.abspath(ckpt) == os.path.abspath(args.out_path):
-            raise UserInputError(f"--out_path must differ from --ckpt_path ({ckpt}); inputs are never overwritten.")
+            raise UserInputError(
+                f"--out_path must differ from --ckpt_path ({ckpt}); inputs are never overwritten."
+            )
         self.model._ckpt_path_hint = ckpt
 
     def after_test(self) -> None:

@@ -10,12 +10,12 @@ jsonargparse type-checks every value and rejects unknown keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
 TestMode = Literal["none", "fill_memory", "postprocess_memory", "vis_memory", "test"]
 
 
-def _split_names(value: Union[str, list[str], None]) -> list[str]:
+def _split_names(value: str | list[str] | None) -> list[str]:
     """``"boat,bird"`` or ``["boat", "bird"]`` -> ``["boat", "bird"]`` (blank items dropped)."""
     if value is None:
         return []
@@ -73,13 +73,13 @@ class MemoryBankCfg:
 class TestVisCfg:
     """Online visualisation during test (``--model.init_args.model_cfg.test.*``)."""
 
-    imgs_path: Optional[str] = None
+    imgs_path: str | None = None
     """Folder of the original target images for visualisation (default: the test set's root)."""
     online_vis: bool = False
     """Save [GT | prediction] panels to results_analysis/<dataset_name>/<file_name> during test."""
     vis_thr: float = 0.5
     """Only predictions scoring above this are drawn."""
-    export_dir: Optional[str] = None
+    export_dir: str | None = None
     """If set, write plain per-image outputs (instance masks with labels and scores) here."""
     export_format: Literal["png", "rle"] = "png"
     """Per-image export format: one PNG per instance plus a json index, or one RLE json per image."""
@@ -89,15 +89,15 @@ class TestVisCfg:
 class ModelCfg:
     name: str = "matching_baseline_noAMG"
     sam2_cfg_file: str = "sam2_hiera_l.yaml"
-    sam2_ckpt_path: Optional[str] = "./checkpoints/sam2_hiera_large.pt"
+    sam2_ckpt_path: str | None = "./checkpoints/sam2_hiera_large.pt"
     sam2_infer_cfgs: Sam2InferCfg = field(default_factory=Sam2InferCfg)
     encoder_cfg: EncoderCfg = field(default_factory=EncoderCfg)
-    encoder_ckpt_path: Optional[str] = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
+    encoder_ckpt_path: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
     memory_bank_cfg: MemoryBankCfg = field(default_factory=MemoryBankCfg)
     dataset_name: str = "coco"
     """Names the output folders of visualisations (results_analysis/<dataset_name>/)."""
     test: TestVisCfg = field(default_factory=TestVisCfg)
-    class_names: Optional[list[str]] = None
+    class_names: list[str] | None = None
     """Display names per class index (defaults to the test set's selected names)."""
 
 
@@ -111,8 +111,8 @@ class FillMemoryDatasetCfg:
     memory_length: int = 10
     context_ratio: float = 0.2
     norm_img: bool = False
-    class_split: Optional[str] = None
-    cat_names: Union[list[str], str, None] = None
+    class_split: str | None = None
+    cat_names: list[str] | str | None = None
     """Class names (comma-separated string or list); takes precedence over class_split."""
 
     def __post_init__(self) -> None:
@@ -127,8 +127,8 @@ class TestDatasetCfg:
     image_size: int = 1024
     norm_img: bool = False
     with_query_points: bool = False
-    class_split: Optional[str] = None
-    cat_names: Union[list[str], str, None] = None
+    class_split: str | None = None
+    cat_names: list[str] | str | None = None
 
     def __post_init__(self) -> None:
         self.cat_names = _split_names(self.cat_names)

@@ -34,7 +34,7 @@ def encode_detections(
     rles = mask_utils.encode(m)
     b = boxes.detach().cpu().double().numpy()
     out = []
-    for i, (rle, s, c) in enumerate(zip(rles, scores.tolist(), labels.tolist())):
+    for i, (rle, s, c) in enumerate(zip(rles, scores.tolist(), labels.tolist(), strict=True)):
         rle["counts"] = rle["counts"].decode("ascii")
         x1, y1, x2, y2 = b[i].tolist()
         out.append({
@@ -103,6 +103,6 @@ def evaluate_coco(
         if verbose:
             print(title)
             print(buf.getvalue().rstrip())
-        stats[iou_type] = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}
+        stats[iou_type] = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats, strict=True)}
         evals[iou_type] = ev
     return stats, evals

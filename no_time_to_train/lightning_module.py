@@ -7,7 +7,6 @@ evaluates. Saving the bank (``--out_path``) and final evaluation are driven by `
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,15 +14,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import memory_file
 from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
 from .dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .evaluation import encode_detections, evaluate_coco, gather_indexed
 from .models.memory_bank import MemoryBank
 from .models.segmenter import ReferenceSegmenter
 
-MEMORY_FORMAT_VERSION = 1
-MEMORY_META_KEY = "no_time_to_train_memory"
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
 
 
@@ -105,7 +103,11 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         inf = cfg.sam2_infer_cfgs
         sam2 = build_sam2(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, device="cpu")
         return Sam2PointGridProposer(
-            sam2, inf.points_per_side, inf.testing_point_bs, inf.iou_thr, add_no_mem_embed=inf.add_no_mem_embed
+            sam2,
+            inf.points_per_side,
+            inf.testing_point_bs,
+            inf.iou_thr,
+            add_no_mem_embed=inf.add_no_mem_embed,
         )
 
     # ------------------------------------------------------------------ datasets
@@ -133,9 +135,13 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     @staticmethod
     def _check_dataset_cfg(c: Any, where: str) -> None:
         if c.name != "coco":
-            raise ConfigError(f"dataset_cfgs.{where}.name={c.name!r}: only 'coco' (COCO-format json) is supported.")
+            raise ConfigError(
+                f"dataset_cfgs.{where}.name={c.name!r}: only 'coco' (COCO-format json) is supported."
+            )
         if c.norm_img:
-            raise ConfigError(f"dataset_cfgs.{where}.norm_img: images are normalised by the encoders; set it False.")
+            raise ConfigError(
+                f"dataset_cfgs.{where}.norm_img: images are normalised by the encoders; set it False."
+            )
 
     def _check_class_count(self, n: int, where: str) -> None:
         want = self.model_cfg.memory_bank_cfg.category_num
@@ -150,7 +156,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             raise ConfigError(f"Only the `test` subcommand is supported (got {stage!r}); choose a mode with "
                               "--model.test_mode fill_memory|postprocess_memory|vis_memory|test.")  # fmt: skip
         if self.test_mode == "none":
-            raise ConfigError("Choose a mode: --model.test_mode fill_memory|postprocess_memory|vis_memory|test.")
+            raise ConfigError(
+                "Choose a mode: --model.test_mode fill_memory|postprocess_memory|vis_memory|test."
+            )
         c = self.dataset_cfgs.test
         # Without an explicit class selection the test classes are the memory bank's, which are
         # known only once --ckpt_path is restored (after setup): build that dataset lazily.
@@ -279,67 +287,22 @@ class Sam2MatcherLightningModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ memory files
     def memory_meta(self) -> dict:
-        cfg = self.model_cfg
-        return {
-            "format_version": MEMORY_FORMAT_VERSION,
-            "category_num": cfg.memory_bank_cfg.category_num,
-            "length": cfg.memory_bank_cfg.length,
-            "feat_dim": self.memory.feat_dim,
-            "encoder": cfg.encoder_cfg.name,
-            "img_size": cfg.encoder_cfg.img_size,
-            "kmeans_k": cfg.sam2_infer_cfgs.kmeans_k,
-            "n_pca_components": cfg.sam2_infer_cfgs.n_pca_components,
-            "cat_ids": [int(c) for c in self.memory.mem_cat_ids.tolist()],
-            "postprocessed": self.memory.is_postprocessed,
-        }
+        enc = self.model_cfg.encoder_cfg
+        names = getattr(self.dataset, "cat_names", None) if self.test_mode == "fill_memory" else None
+        return memory_file.make_meta(self.memory, enc.name, enc.img_size, names)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # ``state_dict`` holds only the bank (see below), never the frozen backbones.
-        checkpoint[MEMORY_META_KEY] = self.memory_meta()
+        checkpoint[memory_file.META_KEY] = self.memory_meta()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        path = getattr(self, "_ckpt_path_hint", "the memory file")
-        meta = checkpoint.get(MEMORY_META_KEY)
-        if meta is None:
-            keys = checkpoint.get("state_dict", {})
-            origin = "the original implementation" if any(k.startswith("seg_model.") for k in keys) else "elsewhere"
-            raise CheckpointError(
-                f"{path} is not a memory file of this tool (it comes from {origin}). Re-create it with "
-                "--model.test_mode fill_memory and postprocess_memory."
-            )
-        if meta.get("format_version") != MEMORY_FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path} has memory format version {meta.get('format_version')}, this version reads "
-                f"{MEMORY_FORMAT_VERSION}. Re-create it with fill_memory and postprocess_memory."
-            )
-        mine = self.memory_meta()
-        flags = {
-            "category_num": "--model.init_args.model_cfg.memory_bank_cfg.category_num",
-            "length": "--model.init_args.model_cfg.memory_bank_cfg.length",
-            "encoder": "--model.init_args.model_cfg.encoder_cfg.name",
-            "img_size": "--model.init_args.model_cfg.encoder_cfg.img_size",
-            "kmeans_k": "--model.init_args.model_cfg.sam2_infer_cfgs.kmeans_k",
-            "n_pca_components": "--model.init_args.model_cfg.sam2_infer_cfgs.n_pca_components",
-        }
-        wrong = [f"{k}: file has {meta[k]!r}, config has {mine[k]!r} ({flag})"
-                 for k, flag in flags.items() if meta.get(k) != mine[k]]  # fmt: skip
-        if wrong:
-            raise CheckpointError(
-                f"{path} does not match the configuration: " + "; ".join(wrong)
-                + ". Pass the values the memory was made with."
-            )
-        self.loaded_meta = meta
+        path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
+        self.loaded_meta = memory_file.check_meta(checkpoint, self.memory_meta(), path)
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
         # Only the bank is stored; backbones come from their own checkpoints.
-        prefix = "memory."
-        own = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        return self.memory.load_state_dict(own, strict=True)
+        return self.memory.load_state_dict(memory_file.bank_state(state_dict), strict=True)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict:
         """Only the memory bank: this is what ``--out_path`` files contain."""
         return {k: v for k, v in super().state_dict(*args, **kwargs).items() if k.startswith("memory.")}
-
-
-def memory_file_exists(path: str | None) -> bool:
-    return bool(path) and os.path.isfile(path)

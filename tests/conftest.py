@@ -31,7 +31,10 @@ def synth(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict:
     """Random-weight SAM2-t and DINOv2-S checkpoints written in Meta's formats."""
-    from no_time_to_train.models.checkpoint_tools import write_random_dinov2_checkpoint, write_random_sam2_checkpoint
+    from no_time_to_train.models.checkpoint_tools import (
+        write_random_dinov2_checkpoint,
+        write_random_sam2_checkpoint,
+    )
 
     out = tmp_path_factory.mktemp("ckpts")
     sam2 = write_random_sam2_checkpoint("sam2_hiera_t.yaml", out / "sam2_hiera_tiny.pt", seed=0)

@@ -10,8 +10,6 @@ Both follow the contracts of ``no_time_to_train.models.segmenter``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import cv2
 import numpy as np
 import torch
@@ -76,8 +74,8 @@ class ColorProposer(nn.Module):
 class OracleMatcherModel(Sam2MatcherLightningModel):
     """The real LightningModule with the two networks replaced by the colour oracles."""
 
-    def __init__(self, *args, class_colors: Optional[list[list[int]]] = None,
-                 distractor_colors: Optional[list[list[int]]] = None, **kwargs):  # fmt: skip
+    def __init__(self, *args, class_colors: list[list[int]] | None = None,
+                 distractor_colors: list[list[int]] | None = None, **kwargs):  # fmt: skip
         self.class_colors = [tuple(c) for c in class_colors or []]
         self.distractor_colors = [tuple(c) for c in distractor_colors or []]
         super().__init__(*args, **kwargs)

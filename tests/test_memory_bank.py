@@ -22,7 +22,12 @@ def _filled_bank(c=2, k=2, p=6, d=4, seed=0):
     cls = torch.arange(c).repeat_interleave(k)
     slot = torch.arange(k).repeat(c)
     fg = masks > 0
-    bank.fill_packed(cls, slot, [f[m].half() for f, m in zip(feats, fg)], [w[m] for w, m in zip(masks, fg)])
+    bank.fill_packed(
+        cls,
+        slot,
+        [f[m].half() for f, m in zip(feats, fg, strict=False)],
+        [w[m] for w, m in zip(masks, fg, strict=False)],
+    )
     return bank, feats.half().float(), masks
 
 

@@ -36,7 +36,11 @@ def test_oracle_pipeline_reaches_high_ap(tmp_path, synth, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = _oracle_config(tmp_path, synth)
     base = ["test", "--config", FEWSHOT_CFG, "--config", cfg]
-    mem, post, res = tmp_path / "memory.ckpt", tmp_path / "memory_postprocessed.ckpt", tmp_path / "results.json"
+    mem, post, res = (
+        tmp_path / "memory.ckpt",
+        tmp_path / "memory_postprocessed.ckpt",
+        tmp_path / "results.json",
+    )
     run_cli([*base, "--model.test_mode", "fill_memory", "--out_path", mem])
     run_cli([*base, "--model.test_mode", "postprocess_memory", "--ckpt_path", mem, "--out_path", post])
     cli = run_cli([*base, "--model.init_args.test_mode", "test", "--ckpt_path", post, "--export_result", res])

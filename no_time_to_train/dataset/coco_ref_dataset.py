@@ -11,7 +11,6 @@ import io
 import os
 from collections import defaultdict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools.coco import COCO
@@ -71,7 +70,9 @@ def select_categories(
     return ids, [coco.cats[i]["name"] for i in ids]
 
 
-def crop_window(box_xywh: list[float], img_w: int, img_h: int, context_ratio: float) -> tuple[int, int, int, int]:
+def crop_window(
+    box_xywh: list[float], img_w: int, img_h: int, context_ratio: float
+) -> tuple[int, int, int, int]:
     """Square window around a box, ``max(w, h) * (1 + context_ratio)`` wide, centred on the box and
     clipped to the image (so it may end up non-square). Returns ``(x1, y1, x2, y2)``, exclusive end."""
     x, y, w, h = box_xywh
@@ -81,6 +82,25 @@ def crop_window(box_xywh: list[float], img_w: int, img_h: int, context_ratio: fl
     x1, y1 = max(0, int(cx - half)), max(0, int(cy - half))
     x2, y2 = min(img_w, int(cx + half)), min(img_h, int(cy + half))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def make_reference_crop(
+    image: torch.Tensor, mask: torch.Tensor, box_xywh: list[float], context_ratio: float, size: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
+    """Crop a reference instance and squash it to ``size x size`` (method-spec §6.2).
+
+    Args:
+        image: ``(3, H, W)`` in [0, 1]; mask: ``(H, W)`` {0, 1}; box_xywh: the instance's COCO box.
+    Returns:
+        image ``(3, size, size)`` (bicubic), mask ``(size, size)`` in [0, 1] (bilinear, so soft at
+        the edges), and the crop window ``(x1, y1, x2, y2)``.
+    """
+    x1, y1, x2, y2 = crop_window(box_xywh, image.shape[2], image.shape[1], context_ratio)
+    crop = image[:, y1:y2, x1:x2]
+    mcrop = mask[y1:y2, x1:x2].float()
+    out = F.interpolate(crop[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+    mout = F.interpolate(mcrop[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    return out, mout, (x1, y1, x2, y2)
 
 
 class COCOMemoryFillCropDataset(Dataset):
@@ -146,13 +166,10 @@ class COCOMemoryFillCropDataset(Dataset):
                 f"{info['file_name']}: image is {img.width}x{img.height} but the json says "
                 f"{info['width']}x{info['height']}."
             )
-        mask = self.coco.annToMask(ann)
-        x1, y1, x2, y2 = crop_window(ann["bbox"], img.width, img.height, self.context_ratio)
-        crop = pil_to_tensor(img)[:, y1:y2, x1:x2]
-        mcrop = torch.from_numpy(np.ascontiguousarray(mask[y1:y2, x1:x2])).float()
-        s = self.image_size
-        image = F.interpolate(crop[None], size=(s, s), mode="bicubic", align_corners=False)[0]
-        mask_r = F.interpolate(mcrop[None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+        mask = torch.from_numpy(self.coco.annToMask(ann))
+        image, mask_r, window = make_reference_crop(
+            pil_to_tensor(img), mask, ann["bbox"], self.context_ratio, self.image_size
+        )
         return {
             "index": index,
             "class_idx": self.cat_ids_to_inds[item["cat_id"]],
@@ -160,7 +177,7 @@ class COCOMemoryFillCropDataset(Dataset):
             "image": image,
             "mask": mask_r,
             "img_info": {"id": info["id"], "file_name": info["file_name"], "ori_height": info["height"],
-                         "ori_width": info["width"], "ann_id": item["ann_id"], "crop_xyxy": (x1, y1, x2, y2)},
+                         "ori_width": info["width"], "ann_id": item["ann_id"], "crop_xyxy": window},
         }  # fmt: skip
 
 
@@ -216,4 +233,10 @@ class COCORefTestDataset(Dataset):
         img_id = self.img_ids[index]
         info = self.coco.imgs[img_id]
         image, ori = load_square(os.path.join(self.root, info["file_name"]), self.image_size)
-        return {"index": index, "image": image, "ori_size": ori, "img_id": img_id, "file_name": info["file_name"]}
+        return {
+            "index": index,
+            "image": image,
+            "ori_size": ori,
+            "img_id": img_id,
+            "file_name": info["file_name"],
+        }

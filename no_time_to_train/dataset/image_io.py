@@ -15,7 +15,9 @@ def load_rgb(path: str) -> Image.Image:
     """Open ``path`` as an 8-bit RGB PIL image (grayscale, palette, RGBA and 16-bit inputs are
     converted; alpha is dropped). Raises DatasetError naming the file."""
     if not os.path.isfile(path):
-        raise DatasetError(f"Image not found: {path}. Check the dataset `root` flag and the json's file_name.")
+        raise DatasetError(
+            f"Image not found: {path}. Check the dataset `root` flag and the json's file_name."
+        )
     try:
         img = Image.open(path)
         img.load()

@@ -34,7 +34,9 @@ class MemoryBank(nn.Module):
     - ``mem_postprocessed`` (1,) bool.
     """
 
-    def __init__(self, category_num: int, length: int, feat_dim: int, kmeans_k: int = 4, n_pca_components: int = 3):
+    def __init__(
+        self, category_num: int, length: int, feat_dim: int, kmeans_k: int = 4, n_pca_components: int = 3
+    ):
         super().__init__()
         self.category_num, self.length, self.feat_dim = category_num, length, feat_dim
         self.kmeans_k, self.n_pca_components = kmeans_k, n_pca_components
@@ -88,7 +90,9 @@ class MemoryBank(nn.Module):
         """
         if self.is_filled:
             raise RuntimeError("memory bank is already filled")
-        if ((class_idx < 0) | (class_idx >= self.category_num) | (slot_idx < 0) | (slot_idx >= self.length)).any():
+        if (
+            (class_idx < 0) | (class_idx >= self.category_num) | (slot_idx < 0) | (slot_idx >= self.length)
+        ).any():
             raise ValueError("class or slot index out of range of the memory bank")
         sizes = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
         slots = torch.repeat_interleave(class_idx * self.length + slot_idx, sizes)
@@ -119,7 +123,9 @@ class MemoryBank(nn.Module):
         slots = self.mem_fg_slots
         n_slots = c_num * k_num
         wsum = torch.zeros(n_slots, device=feats.device).index_add_(0, slots, w)
-        fsum = torch.zeros((n_slots, self.feat_dim), device=feats.device).index_add_(0, slots, w[:, None] * feats)
+        fsum = torch.zeros((n_slots, self.feat_dim), device=feats.device).index_add_(
+            0, slots, w[:, None] * feats
+        )
         self.mem_feats_ins_avg.copy_((fsum / wsum.clamp(min=1e-12)[:, None]).view(c_num, k_num, -1))
         cls_w = wsum.view(c_num, k_num).sum(1)
         cls_f = fsum.view(c_num, k_num, -1).sum(1)
@@ -161,7 +167,9 @@ def _inter_shot_similarity(x: torch.Tensor, shot: torch.Tensor) -> torch.Tensor:
     return torch.stack(vals).mean()
 
 
-def cosine_kmeans(x: torch.Tensor, k: int, iters: int = 100, generator: torch.Generator | None = None) -> torch.Tensor:
+def cosine_kmeans(
+    x: torch.Tensor, k: int, iters: int = 100, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Cosine k-means: assign by max cosine similarity, update with the mean of the raw features.
 
     Args:

@@ -1,0 +1,106 @@
+"""Memory files: the bank's buffers plus a description of what they were made with.
+
+One format for the CLI (``--out_path`` / ``--ckpt_path``, written through Lightning's checkpoint
+machinery) and the Python API: a torch pickle of plain types,
+``{"state_dict": {"memory.<buffer>": tensor}, "no_time_to_train_memory": meta, ...}``. It never holds
+network weights; loading is ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+from .io_utils import atomic_open
+from .models.memory_bank import MemoryBank
+
+FORMAT_VERSION = 1
+META_KEY = "no_time_to_train_memory"
+PREFIX = "memory."
+
+# Meta entries that must agree between a file and the configuration, with the flag that sets each.
+CHECKED_FIELDS = {
+    "category_num": "--model.init_args.model_cfg.memory_bank_cfg.category_num",
+    "length": "--model.init_args.model_cfg.memory_bank_cfg.length",
+    "encoder": "--model.init_args.model_cfg.encoder_cfg.name",
+    "img_size": "--model.init_args.model_cfg.encoder_cfg.img_size",
+    "kmeans_k": "--model.init_args.model_cfg.sam2_infer_cfgs.kmeans_k",
+    "n_pca_components": "--model.init_args.model_cfg.sam2_infer_cfgs.n_pca_components",
+}
+
+
+def make_meta(bank: MemoryBank, encoder: str, img_size: int, class_names: list[str] | None = None) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "category_num": bank.category_num,
+        "length": bank.length,
+        "feat_dim": bank.feat_dim,
+        "encoder": encoder,
+        "img_size": img_size,
+        "kmeans_k": bank.kmeans_k,
+        "n_pca_components": bank.n_pca_components,
+        "cat_ids": [int(c) for c in bank.mem_cat_ids.tolist()],
+        "class_names": list(class_names) if class_names else None,
+        "postprocessed": bank.is_postprocessed,
+    }
+
+
+def check_meta(checkpoint: dict, expected: dict, path: str) -> dict:
+    """Validate a loaded file against ``expected`` (a ``make_meta`` dict); return its meta."""
+    meta = checkpoint.get(META_KEY) if isinstance(checkpoint, dict) else None
+    if meta is None:
+        keys = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+        origin = (
+            "the original implementation" if any(k.startswith("seg_model.") for k in keys) else "elsewhere"
+        )
+        raise CheckpointError(
+            f"{path} is not a memory file of this tool (it comes from {origin}). Re-create it with "
+            "--model.test_mode fill_memory and then postprocess_memory."
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has memory format version {meta.get('format_version')}; this version reads "
+            f"{FORMAT_VERSION}. Re-create it with fill_memory and postprocess_memory."
+        )
+    wrong = [
+        f"{k}: file has {meta.get(k)!r}, configuration has {expected[k]!r} ({flag})"
+        for k, flag in CHECKED_FIELDS.items()
+        if meta.get(k) != expected[k]
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path} does not match the configuration: " + "; ".join(wrong) + ". Pass the values the memory "
+            "was made with (or re-create the memory with the new ones)."
+        )
+    return meta
+
+
+def bank_state(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The bank's own buffers from a checkpoint ``state_dict`` (``memory.`` prefix removed)."""
+    return {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
+
+
+def read(path: str) -> dict:
+    """Load a memory file (plain tensors and types only); CheckpointError naming the path."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Memory file not found: {path}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"Could not read the memory file {path} ({e}); it is truncated or not a memory file."
+        ) from e
+
+
+def write(path: str, bank: MemoryBank, meta: dict) -> None:
+    """Write a memory file atomically, readable by ``--ckpt_path`` as well as the Python API."""
+    import pytorch_lightning as pl
+
+    state = {PREFIX + k: v.detach().cpu() for k, v in bank.state_dict().items()}
+    payload = {"state_dict": state, META_KEY: meta, "pytorch-lightning_version": pl.__version__,
+               "epoch": 0, "global_step": 0}  # fmt: skip
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
