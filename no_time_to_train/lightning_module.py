@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import memory_file
+from .builders import build_encoder, build_proposer, encoder_feat_dim
 from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
 from .dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
 from .errors import ConfigError
@@ -78,37 +79,15 @@ class Sam2MatcherLightningModel(pl.LightningModule):
 
     # ------------------------------------------------------------------ components
     def feature_dim(self) -> int:
-        from .models.encoders import DINOV2_VARIANTS
-
-        name = self.model_cfg.encoder_cfg.name
-        if name not in DINOV2_VARIANTS:
-            raise ConfigError(
-                f"model_cfg.encoder_cfg.name={name!r} is not a known encoder; choose one of {sorted(DINOV2_VARIANTS)}."
-            )
-        return DINOV2_VARIANTS[name].feat_dim
+        return encoder_feat_dim(self.model_cfg.encoder_cfg.name)
 
     def build_encoder(self) -> nn.Module:
         """The patch-feature encoder (DINOv2). Override to inject another one."""
-        from .models.encoders import build_dinov2
-
-        cfg = self.model_cfg
-        return build_dinov2(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, img_size=cfg.encoder_cfg.img_size)
+        return build_encoder(self.model_cfg)
 
     def build_proposer(self) -> nn.Module:
         """The class-agnostic proposer (SAM2 point grid). Override to inject another one."""
-        from .models.encoders import build_sam2
-        from .models.proposals import Sam2PointGridProposer
-
-        cfg = self.model_cfg
-        inf = cfg.sam2_infer_cfgs
-        sam2 = build_sam2(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, device="cpu")
-        return Sam2PointGridProposer(
-            sam2,
-            inf.points_per_side,
-            inf.testing_point_bs,
-            inf.iou_thr,
-            add_no_mem_embed=inf.add_no_mem_embed,
-        )
+        return build_proposer(self.model_cfg)
 
     # ------------------------------------------------------------------ datasets
     def build_dataset(self, mode: str) -> Dataset:

@@ -37,9 +37,36 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_square(path: str, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def square_tensor(img: Image.Image, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The whole image squashed to ``size x size`` (bicubic, aspect ratio not kept, as the
-    reference) and its original ``(H, W)``."""
-    img = load_rgb(path)
-    ori = (img.height, img.width)
-    return pil_to_tensor(img.resize((size, size), Image.BICUBIC)), ori
+    reference) as ``(3, size, size)`` in [0, 1], and its original ``(H, W)``."""
+    return pil_to_tensor(img.resize((size, size), Image.BICUBIC)), (img.height, img.width)
+
+
+def load_square(path: str, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    return square_tensor(load_rgb(path), size)
+
+
+def as_pil_rgb(image: str | os.PathLike | np.ndarray | Image.Image) -> Image.Image:
+    """A path, a PIL image or an ``(H, W[, C])`` array (uint8, or float in [0, 1]) as 8-bit RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_rgb(os.fspath(image))
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return as_pil_rgb(np.asarray(image))
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise DatasetError(
+            f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}."
+        )
+    arr = arr[..., :3]
+    if arr.dtype.kind == "f":
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        # 16/32-bit data: scale the image's range to 8 bits (as load_rgb does for such files).
+        peak = max(float(arr.max()), 1.0) if arr.size else 1.0
+        arr = (arr.astype(np.float64) * (255.0 / peak)).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")

@@ -1,0 +1,304 @@
+"""Python API: few-shot instance segmentation on single images.
+
+    from no_time_to_train.api import FewShotSegmenter
+
+    seg = FewShotSegmenter.from_checkpoints(["boat", "bird"])      # SAM2-L + DINOv2-L by default
+    seg.add_reference("boat.jpg", "boat", masks=boat_mask)          # (H, W) or (N, H, W) masks
+    seg.add_reference("bird.jpg", "bird", boxes=[[10, 20, 200, 180]])  # boxes -> masks with SAM2
+    seg.save_memory("my_memory.ckpt")                                # reusable, also by the CLI
+    pred = seg.predict("target.jpg")                                 # masks, boxes, scores, labels
+
+It runs the same code as the CLI: the reference crop of the fill dataset, ``ReferenceSegmenter``
+(reference encoding and the test-time pipeline), the ``MemoryBank`` statistics, and the memory-file
+format of ``--out_path`` / ``--ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import memory_file
+from .builders import build_encoder, build_proposer, build_sam2_model, encoder_feat_dim
+from .config import ModelCfg, Sam2InferCfg
+from .dataset.coco_ref_dataset import make_reference_crop
+from .dataset.image_io import as_pil_rgb, pil_to_tensor, square_tensor
+from .errors import UserInputError
+from .models.memory_bank import MemoryBank
+from .models.segmenter import ReferenceSegmenter
+
+ImageLike = str | os.PathLike | np.ndarray | Image.Image
+
+
+@dataclass
+class Prediction:
+    """Instances found in one image, sorted by descending score.
+
+    ``masks`` (N, H, W) bool at the image's resolution; ``boxes`` (N, 4) inclusive pixel XYXY;
+    ``scores`` (N,) in [0, 1]; ``labels`` (N,) class indices into ``class_names``.
+    """
+
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.class_names[i] for i in self.labels.tolist()]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class FewShotSegmenter:
+    """Reference images in, instance masks out. See the module docstring for an example."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        model_cfg: ModelCfg | None = None,
+        device: str | torch.device | None = None,
+        encoder: torch.nn.Module | None = None,
+        proposer: torch.nn.Module | None = None,
+        context_ratio: float = 0.2,
+    ):
+        """Prefer ``from_checkpoints`` / ``from_config``; pass ``encoder`` / ``proposer`` to inject
+        other networks (they follow the contracts of ``models.segmenter``)."""
+        if not class_names or len(set(class_names)) != len(class_names):
+            raise UserInputError(
+                f"class_names must be a non-empty list of distinct names, got {list(class_names)}."
+            )
+        self.class_names = list(class_names)
+        self.context_ratio = context_ratio  # crop context around each reference, as fill_memory
+        self.cfg = model_cfg or ModelCfg()
+        self.device = torch.device(device or default_device())
+        self.encoder = (encoder if encoder is not None else build_encoder(self.cfg)).to(self.device).eval()
+        self._sam2 = None
+        if proposer is None:
+            self._sam2 = build_sam2_model(self.cfg)
+            proposer = build_proposer(self.cfg, self._sam2)
+        self.proposer = proposer.to(self.device).eval()
+        self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
+        self._refs: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (class, fg feats, fg weights)
+        self.segmenter: ReferenceSegmenter | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_checkpoints(
+        cls,
+        class_names: Sequence[str],
+        sam2_cfg: str = "sam2_hiera_l.yaml",
+        sam2_ckpt: str | None = "./checkpoints/sam2_hiera_large.pt",
+        encoder: str = "dinov2_large",
+        encoder_ckpt: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth",
+        device: str | None = None,
+        **infer_cfgs: object,
+    ) -> FewShotSegmenter:
+        """Build from checkpoint paths; ``infer_cfgs`` override ``sam2_infer_cfgs`` keys
+        (e.g. ``points_per_side=16``)."""
+        unknown = set(infer_cfgs) - {f.name for f in dataclasses.fields(Sam2InferCfg)}
+        if unknown:
+            raise UserInputError(f"Unknown sam2_infer_cfgs key(s): {sorted(unknown)}.")
+        cfg = ModelCfg(
+            sam2_cfg_file=sam2_cfg,
+            sam2_ckpt_path=sam2_ckpt,
+            encoder_ckpt_path=encoder_ckpt,
+            sam2_infer_cfgs=Sam2InferCfg(**infer_cfgs),  # type: ignore[arg-type]
+        )
+        cfg.encoder_cfg.name = encoder
+        return cls(class_names, cfg, device)
+
+    @classmethod
+    def from_config(
+        cls, config: str, class_names: Sequence[str], device: str | None = None
+    ) -> FewShotSegmenter:
+        """Build from a run config (``model.init_args.model_cfg`` of e.g. new_exps/*.yaml)."""
+        import yaml
+        from jsonargparse import ArgumentParser
+
+        with open(config) as f:
+            raw = yaml.safe_load(f) or {}
+        tree = raw.get("model", {}).get("init_args", {}).get("model_cfg", {})
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_argument("--model_cfg", type=ModelCfg)
+        try:
+            parsed = parser.parse_object({"model_cfg": tree})
+        except Exception as e:
+            raise UserInputError(f"{config}: invalid model_cfg: {e}") from e
+        return cls(class_names, parser.instantiate_classes(parsed).model_cfg, device)
+
+    # ------------------------------------------------------------------ references
+    def _class_index(self, label: str | int) -> int:
+        if isinstance(label, str):
+            if label not in self.class_names:
+                raise UserInputError(f"Unknown class {label!r}; the classes are {self.class_names}.")
+            return self.class_names.index(label)
+        if not 0 <= int(label) < len(self.class_names):
+            raise UserInputError(f"Class index {label} is out of range for {len(self.class_names)} classes.")
+        return int(label)
+
+    @torch.inference_mode()
+    def add_reference(
+        self,
+        image: ImageLike,
+        label: str | int | Sequence[str | int],
+        masks: np.ndarray | torch.Tensor | None = None,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> int:
+        """Add the reference instances of one image; returns how many were added.
+
+        Args:
+            image: path, PIL image or (H, W[, 3]) array.
+            label: class name or index, one for all instances or one per instance.
+            masks: (H, W) or (N, H, W), non-zero inside each instance.
+            boxes: (N, 4) pixel XYXY boxes, turned into masks with SAM2 when ``masks`` is None.
+        """
+        pil = as_pil_rgb(image)
+        if masks is None:
+            if boxes is None:
+                raise UserInputError("add_reference needs masks or boxes for the reference instances.")
+            masks = self.boxes_to_masks(pil, boxes)
+        m = torch.as_tensor(np.asarray(masks)).bool()
+        m = m[None] if m.ndim == 2 else m
+        if m.ndim != 3 or tuple(m.shape[1:]) != (pil.height, pil.width):
+            raise UserInputError(
+                f"Reference masks must be (H, W) or (N, H, W) with H, W = {pil.height}, {pil.width}; got {tuple(m.shape)}."
+            )
+        labels = [label] * m.shape[0] if isinstance(label, (str, int)) else list(label)
+        if len(labels) != m.shape[0]:
+            raise UserInputError(f"Got {len(labels)} labels for {m.shape[0]} instances.")
+        classes = [self._class_index(x) for x in labels]
+        img = pil_to_tensor(pil)
+        size, ratio = self.cfg.encoder_cfg.img_size, self.context_ratio
+        for c, mask in zip(classes, m, strict=True):
+            ys, xs = mask.nonzero(as_tuple=True)
+            if ys.numel() == 0:
+                raise UserInputError(f"A reference mask of class {self.class_names[c]!r} is empty.")
+            x1, y1, x2, y2 = xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1
+            crop, mcrop, _ = make_reference_crop(img, mask, [x1, y1, x2 - x1, y2 - y1], ratio, size)
+            feats, weights = self._reference_encoder().encode_references(
+                crop[None].to(self.device), mcrop[None].to(self.device)
+            )
+            fg = weights[0] > 0
+            if not fg.any():
+                raise UserInputError(
+                    f"A reference of class {self.class_names[c]!r} is too small: no patch of the "
+                    f"{size}x{size} crop samples it. Use a larger instance."
+                )
+            self._refs.append((c, feats[0][fg].to("cpu", torch.float16), weights[0][fg].cpu()))
+        self.segmenter = None  # the memory must be rebuilt
+        return len(classes)
+
+    def _reference_encoder(self) -> ReferenceSegmenter:
+        return ReferenceSegmenter(MemoryBank(1, 1, self.feat_dim), encoder=self.encoder)
+
+    @torch.inference_mode()
+    def boxes_to_masks(self, image: ImageLike, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """(N, H, W) bool masks of pixel XYXY boxes, with SAM2 (one box prompt, single mask each)."""
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        if self._sam2 is None:
+            raise UserInputError("boxes_to_masks needs SAM2; this segmenter was built with another proposer.")
+        arr = np.asarray(as_pil_rgb(image))
+        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        predictor = SAM2ImagePredictor(self._sam2)
+        predictor.set_image(arr)
+        masks, _, _ = predictor.predict(box=b, multimask_output=False)
+        return np.asarray(masks).reshape(len(b), *arr.shape[:2]) > 0
+
+    # ------------------------------------------------------------------ memory
+    def build_memory(self) -> None:
+        """Fill and postprocess the memory bank from the references added so far."""
+        if not self._refs:
+            raise UserInputError("No references: call add_reference first.")
+        counts = np.bincount([c for c, _, _ in self._refs], minlength=len(self.class_names))
+        missing = [n for n, k in zip(self.class_names, counts, strict=True) if k == 0]
+        if missing:
+            raise UserInputError(f"No reference for class(es) {missing}; add at least one per class.")
+        inf = self.cfg.sam2_infer_cfgs
+        bank = MemoryBank(
+            len(self.class_names), int(counts.max()), self.feat_dim, inf.kmeans_k, inf.n_pca_components
+        )
+        slots, seen = [], [0] * len(self.class_names)
+        for c, _, _ in self._refs:
+            slots.append(seen[c])
+            seen[c] += 1
+        bank.fill_packed(
+            torch.tensor([c for c, _, _ in self._refs]),
+            torch.tensor(slots),
+            [f for _, f, _ in self._refs],
+            [w for _, _, w in self._refs],
+        )
+        bank.postprocess()
+        self._use_bank(bank)
+
+    def _use_bank(self, bank: MemoryBank) -> None:
+        self.segmenter = ReferenceSegmenter(
+            bank.to(self.device),
+            encoder=self.encoder,
+            proposer=self.proposer,
+            infer_cfg=self.cfg.sam2_infer_cfgs,
+        )
+
+    def _meta(self, bank: MemoryBank) -> dict:
+        return memory_file.make_meta(
+            bank, self.cfg.encoder_cfg.name, self.cfg.encoder_cfg.img_size, self.class_names
+        )
+
+    def save_memory(self, path: str) -> None:
+        """Write the postprocessed memory (atomically); the CLI reads it with ``--ckpt_path``."""
+        if self.segmenter is None:
+            self.build_memory()
+        bank = self.segmenter.memory
+        memory_file.write(path, bank, self._meta(bank))
+
+    def load_memory(self, path: str) -> None:
+        """Load a postprocessed memory file written by ``save_memory`` or the CLI."""
+        ckpt = memory_file.read(path)
+        meta = ckpt.get(memory_file.META_KEY) or {}
+        inf = self.cfg.sam2_infer_cfgs
+        c, k = meta.get("category_num", len(self.class_names)), meta.get("length", 1)
+        bank = MemoryBank(c, k, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
+        memory_file.check_meta(ckpt, self._meta(bank), path)
+        if meta.get("class_names") and meta["class_names"] != self.class_names:
+            raise UserInputError(
+                f"{path} holds classes {meta['class_names']} but this segmenter has {self.class_names}."
+            )
+        if c != len(self.class_names):
+            raise UserInputError(f"{path} holds {c} classes but this segmenter has {len(self.class_names)}.")
+        bank.load_state_dict(memory_file.bank_state(ckpt["state_dict"]), strict=True)
+        if not bank.is_postprocessed:
+            bank.postprocess()
+        self._refs = []
+        self._use_bank(bank)
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def predict(self, image: ImageLike, score_thr: float = 0.0) -> Prediction:
+        """Segment the reference classes in one image."""
+        if self.segmenter is None:
+            self.build_memory()
+        pil = as_pil_rgb(image)
+        size = getattr(self.proposer, "image_size", 1024)
+        x, ori = square_tensor(pil, size)
+        det = self.segmenter.predict(x[None].to(self.device), ori)
+        keep = det.scores > score_thr
+        return Prediction(
+            masks=det.masks[keep].cpu().numpy(),
+            boxes=det.boxes[keep].cpu().numpy(),
+            scores=det.scores[keep].float().cpu().numpy(),
+            labels=det.labels[keep].cpu().numpy(),
+            class_names=self.class_names,
+        )

@@ -1,0 +1,47 @@
+"""Build the networks a configuration names (shared by the LightningModule and the Python API)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import ModelCfg
+from .errors import ConfigError
+
+
+def encoder_feat_dim(name: str) -> int:
+    from .models.encoders import DINOV2_VARIANTS
+
+    if name not in DINOV2_VARIANTS:
+        raise ConfigError(
+            f"model_cfg.encoder_cfg.name={name!r} is not a known encoder; "
+            f"choose one of {sorted(DINOV2_VARIANTS)}."
+        )
+    return DINOV2_VARIANTS[name].feat_dim
+
+
+def build_encoder(cfg: ModelCfg) -> nn.Module:
+    """DINOv2 patch-feature encoder from ``encoder_cfg`` / ``encoder_ckpt_path``."""
+    from .models.encoders import build_dinov2
+
+    return build_dinov2(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, img_size=cfg.encoder_cfg.img_size)
+
+
+def build_sam2_model(cfg: ModelCfg) -> nn.Module:
+    from .models.encoders import build_sam2
+
+    # Built on the CPU; Lightning / the API move it to the run's device afterwards.
+    return build_sam2(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, device="cpu")
+
+
+def build_proposer(cfg: ModelCfg, sam2: nn.Module | None = None) -> nn.Module:
+    """SAM2 point-grid proposer from ``sam2_cfg_file`` / ``sam2_ckpt_path`` / ``sam2_infer_cfgs``."""
+    from .models.proposals import Sam2PointGridProposer
+
+    inf = cfg.sam2_infer_cfgs
+    return Sam2PointGridProposer(
+        sam2 if sam2 is not None else build_sam2_model(cfg),
+        inf.points_per_side,
+        inf.testing_point_bs,
+        inf.iou_thr,
+        add_no_mem_embed=inf.add_no_mem_embed,
+    )
