@@ -53,7 +53,9 @@ def test_api_finds_the_true_instances(synth, tmp_path):
         for ann in gts:
             gt = coco.annToMask(ann).astype(bool)
             name = coco.cats[ann["category_id"]]["name"]
-            hits = [i for i in range(len(pred)) if pred.label_names[i] == name and _iou(pred.masks[i], gt) > 0.9]
+            hits = [
+                i for i in range(len(pred)) if pred.label_names[i] == name and _iou(pred.masks[i], gt) > 0.9
+            ]
             found += bool(hits)
         # every prediction that is not a true instance ranks below every one that is
         gt_masks = [coco.annToMask(a).astype(bool) for a in gts]

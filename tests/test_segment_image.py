@@ -1,0 +1,69 @@
+"""The one-image command on generated images (random-weight SAM2-t + DINOv2-S)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from no_time_to_train.errors import DatasetError
+from no_time_to_train.segment_image import main, read_reference_folder
+
+
+def _reference_folder(tmp_path, synth) -> str:
+    coco = COCO(synth["train_json"])
+    root = tmp_path / "refs"
+    for cat_id, name in zip(synth["category_ids"], synth["class_names"], strict=True):
+        ann = coco.loadAnns(coco.getAnnIds(catIds=[cat_id]))[0]
+        info = coco.imgs[ann["image_id"]]
+        (root / name).mkdir(parents=True)
+        shutil.copy(f"{synth['train_img_dir']}/{info['file_name']}", root / name / info["file_name"])
+        stem = info["file_name"].rsplit(".", 1)[0]
+        Image.fromarray(coco.annToMask(ann) * 255).save(root / name / f"{stem}_mask.png")
+    return str(root)
+
+
+def test_reference_folder_reads_instances_by_mask_value(tmp_path):
+    d = tmp_path / "refs" / "boat"
+    d.mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(d / "a.jpg")
+    m = np.zeros((20, 30), np.uint8)
+    m[2:5, 2:5], m[10:15, 10:20] = 1, 2  # two instances
+    Image.fromarray(m).save(d / "a_mask.png")
+    ((name, path, masks),) = read_reference_folder(str(tmp_path / "refs"))
+    assert name == "boat" and path.endswith("a.jpg") and masks.shape == (2, 20, 30)
+    assert masks[0].sum() == 9 and masks[1].sum() == 50
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(d / "b.jpg")  # no mask next to it
+    with pytest.raises(DatasetError, match="b_mask.png"):
+        read_reference_folder(str(tmp_path / "refs"))
+
+
+def test_segment_image_command(tmp_path, synth, tiny_ckpts):
+    refs = _reference_folder(tmp_path, synth)
+    val = COCO(synth["val_json"])
+    info = val.imgs[sorted(val.getImgIds())[0]]
+    target = f"{synth['val_img_dir']}/{info['file_name']}"
+    common = ["--sam2-cfg", "sam2_hiera_t.yaml", "--sam2-ckpt", tiny_ckpts["sam2"], "--encoder", "dinov2_small",
+              "--encoder-ckpt", tiny_ckpts["dinov2"], "--points-per-side", "4", "--device", "cpu",
+              "--score-thr", "0.0", "--save-masks"]  # fmt: skip
+    out = tmp_path / "out"
+    mem = tmp_path / "mem.ckpt"
+    assert (
+        main(["--refs", refs, "--images", target, "--out", str(out), "--save-memory", str(mem), *common]) == 0
+    )
+    stem = info["file_name"].rsplit(".", 1)[0]
+    result = json.loads((out / f"{stem}.json").read_text())
+    assert (result["height"], result["width"]) == (info["height"], info["width"])
+    overlay = Image.open(out / f"{stem}_overlay.png")
+    assert overlay.size == (info["width"], info["height"])
+    for inst in result["instances"]:
+        assert inst["class"] in synth["class_names"] and 0 <= inst["score"] <= 1
+    assert len(list(out.glob(f"{stem}_inst*.png"))) == len(result["instances"])
+    # the saved memory reproduces the result without the references
+    out2 = tmp_path / "out2"
+    assert main(["--memory", str(mem), "--images", target, "--out", str(out2), *common]) == 0
+    assert json.loads((out2 / f"{stem}.json").read_text()) == result
