@@ -132,11 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> list[str]:
     if args.memory:
-        import torch
-
-        meta = torch.load(args.memory, map_location="cpu", weights_only=True).get(
-            "no_time_to_train_memory", {}
-        )
+        meta = memory_file.read(args.memory).get(memory_file.META_KEY) or {}
         classes = args.classes.split(",") if args.classes else meta.get("class_names")
         if not classes:
             raise UserInputError(f"{args.memory} does not name its classes; pass --classes.")
