@@ -43,7 +43,11 @@ def test_oracle_pipeline_reaches_high_ap(tmp_path, synth, monkeypatch):
     )
     run_cli([*base, "--model.test_mode", "fill_memory", "--out_path", mem])
     run_cli([*base, "--model.test_mode", "postprocess_memory", "--ckpt_path", mem, "--out_path", post])
-    cli = run_cli([*base, "--model.init_args.test_mode", "test", "--ckpt_path", post, "--export_result", res])
+    run_cli([*base, "--model.test_mode", "vis_memory", "--ckpt_path", post])
+    cli = run_cli([
+        *base, "--model.init_args.test_mode", "test", "--ckpt_path", post, "--export_result", res,
+        "--model.init_args.model_cfg.test.online_vis", "True", "--model.init_args.model_cfg.test.vis_thr", "0.4",
+    ])  # fmt: skip
 
     stats = cli.model.last_stats
     assert stats["bbox"]["AP"] >= 0.9, stats["bbox"]
@@ -57,3 +61,6 @@ def test_oracle_pipeline_reaches_high_ap(tmp_path, synth, monkeypatch):
     assert sd and all(k.startswith("memory.") for k in sd)
     assert sd["memory.mem_fg_feats"].shape[0] == 0
     assert sd["memory.mem_postprocessed"].item()
+    # vis_memory painted every reference; online_vis drew every target image
+    assert len(list((tmp_path / "results_analysis" / "memory_vis" / "coco").glob("*.png"))) == 6
+    assert len(list((tmp_path / "results_analysis" / "coco").glob("*.png"))) == 6
