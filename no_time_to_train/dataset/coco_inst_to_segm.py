@@ -151,6 +151,7 @@ def iou_summary(conf: np.ndarray, classes: list[tuple[int, str]]) -> dict:
         "background_IoU": float(bg_iou),
         "FB_IoU": float(np.nanmean([fg_iou, bg_iou])),
         "num_classes": len(classes),
+        "num_classes_in_mean": len(valid),
     }
 
 
@@ -184,7 +185,10 @@ def format_summary(summary: dict) -> str:
     lines = [f"{'class':<20} IoU"]
     for name, v in summary["per_class_IoU"].items():
         lines.append(f"{name:<20} {'n/a' if v is None else f'{100 * v:.2f}'}")
-    lines.append(f"mIoU ({summary['num_classes']} classes): {100 * summary['mIoU']:.2f}")
+    lines.append(
+        f"mIoU over {summary['num_classes_in_mean']} of {summary['num_classes']} classes: "
+        f"{100 * summary['mIoU']:.2f}"
+    )
     lines.append(
         f"background IoU: {100 * summary['background_IoU']:.2f}  FB-IoU: {100 * summary['FB_IoU']:.2f}"
     )
