@@ -8,11 +8,13 @@ bank only); after ``test`` the per-image results gathered from all ranks are opt
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
 
+from . import memory_file
 from .errors import UserInputError
 from .io_utils import atomic_save_json
 
@@ -42,6 +44,15 @@ class NoTimeToTrainCLI(LightningCLI):
         parser.add_argument("--coco_semantic_split", type=str | None, default=None,
                             help="Only names the results json.")  # fmt: skip
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path`` here to merge its ``hyper_parameters`` into the config.
+        Memory files hold none (the configuration comes from --config and the flags), so only check
+        that the file is readable: a truncated or foreign file then stops with a clear message
+        instead of a traceback (its contents are validated against the config in ``before_test``)."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self._ckpt_contents = memory_file.read(ckpt, mmap=True) if ckpt and os.path.isfile(ckpt) else None
+
     # ------------------------------------------------------------------ hooks
     def _args(self) -> Any:
         return self.config[self.subcommand]
@@ -57,11 +68,39 @@ class NoTimeToTrainCLI(LightningCLI):
                 f"--ckpt_path {ckpt}: file not found. It is the memory file written by the previous step's "
                 "--out_path (fill_memory, then postprocess_memory)."
             )
-        if ckpt and args.out_path and os.path.abspath(ckpt) == os.path.abspath(args.out_path):
-            raise UserInputError(
-                f"--out_path must differ from --ckpt_path ({ckpt}); inputs are never overwritten."
-            )
+        self._refuse_overwriting_inputs(args)
+        if ckpt:
+            # Check the file against the config before the networks are built (minutes for SAM2-L +
+            # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).
+            contents = getattr(self, "_ckpt_contents", None) or memory_file.read(ckpt, mmap=True)
+            self._ckpt_contents = None
+            memory_file.check_meta(contents, self.model.memory_meta(), ckpt)
         self.model._ckpt_path_hint = ckpt
+
+    def _refuse_overwriting_inputs(self, args: Any) -> None:
+        """Outputs never overwrite inputs: ``--out_path`` / ``--export_result`` must name a file that
+        is not read by this run (memory file, annotations, reference pickle, checkpoints, configs)."""
+        mode = self.model.test_mode
+        outputs = {"--out_path": args.out_path if mode in MEMORY_MODES else None,
+                   "--export_result": args.export_result if mode == "test" else None}  # fmt: skip
+        cfg, data = self.model.model_cfg, self.model.dataset_cfgs
+        inputs = {
+            "--ckpt_path": args.get("ckpt_path"),
+            "dataset_cfgs.fill_memory.json_file": data.fill_memory.json_file,
+            "dataset_cfgs.fill_memory.memory_pkl": data.fill_memory.memory_pkl,
+            "dataset_cfgs.test.json_file": data.test.json_file,
+            "model_cfg.sam2_ckpt_path": cfg.sam2_ckpt_path,
+            "model_cfg.encoder_ckpt_path": cfg.encoder_ckpt_path,
+        }
+        for path in args.get("config") or []:
+            inputs[f"--config {os.fspath(path)}"] = os.fspath(path)
+        for out_flag, out in outputs.items():
+            for in_flag, src in inputs.items():
+                if out and src and _same_file(out, src):
+                    raise UserInputError(
+                        f"{out_flag} {out} is the file this run reads as {in_flag}; outputs never overwrite "
+                        f"inputs. Pass another path to {out_flag}."
+                    )
 
     def after_test(self) -> None:
         args = self._args()
@@ -101,21 +140,67 @@ def results_name(semantic_split: str | None, n_shot: int | None, seed: int | Non
 
 
 def save_memory(trainer, path: str) -> None:  # noqa: ANN001
-    """``trainer.save_checkpoint`` to a temporary name, then rename (rank 0): an interrupted run
-    leaves any previous file intact."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial")
+    """Write the bank (rank 0) to a temporary file next to ``path``, then rename it: an interrupted
+    run leaves any previous file intact. The bank is identical on every rank after fill."""
+    module = trainer.lightning_module
     if trainer.is_global_zero:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    trainer.save_checkpoint(tmp, weights_only=True)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
+        memory_file.write(path, module.memory, module.memory_meta())
     trainer.strategy.barrier("save_memory")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _user_error_classes(cls: type = UserInputError) -> set[str]:
+    names = {f"{cls.__module__}.{cls.__qualname__}"}
+    for sub in cls.__subclasses__():
+        names |= _user_error_classes(sub)
+    return names
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-paragraph message of a user error, or None for anything else.
+
+    The error may come wrapped: jsonargparse re-raises errors of the model's ``__init__`` as the
+    cause of a ValueError, and torch re-raises an error of a DataLoader worker (or of another
+    process) with the original traceback as its message, whose last line(s) are then
+    ``no_time_to_train.errors.DatasetError: <message>``.
+    """
+    names = "|".join(re.escape(n) for n in sorted(_user_error_classes()))
+    while exc is not None:
+        text = str(exc)
+        if "Traceback (most recent call last)" in text:
+            found = list(re.finditer(rf"^(?:{names}): ", text, flags=re.MULTILINE))
+            if found:
+                return " ".join(text[found[-1].end() :].split())
+        elif isinstance(exc, UserInputError):
+            return " ".join(text.split())
+        exc = exc.__cause__
+    return None
 
 
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return NoTimeToTrainCLI(args=argv)
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as e:
+        rank = os.environ.get("LOCAL_RANK", "0")
+        where = f" (process {rank})" if rank != "0" else ""  # DDP children print their own errors
+        message = user_error_message(e)
+        if message is not None:
+            print(f"error{where}: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if _peer_process_lost(e):
+            print(f"error{where}: another process of this multi-device run stopped (its error is printed above); "
+                  "this one cannot go on without it.", file=sys.stderr)  # fmt: skip
+            raise SystemExit(1) from None
+        raise
+
+
+def _peer_process_lost(exc: BaseException) -> bool:
+    """A collective failed because another rank exited (gloo reports it as "closed by peer")."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "gloo" in text and "closed by peer" in text

@@ -248,16 +248,39 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         slots = torch.tensor([x["slot"] for x in items])
         self.memory.fill_packed(class_idx, slots, [x["feats"] for x in items], [x["weights"] for x in items])
         self.memory.mem_cat_ids.copy_(torch.tensor(ds.cat_ids, dtype=torch.long))
-        empty = [ds.cat_names[c] for c in range(len(ds.cat_ids)) if self.memory.class_weight(c) <= 0]
-        if empty:
+        self._check_reference_masks(items)
+
+    def _check_reference_masks(self, items: list[dict]) -> None:
+        """A reference whose mask has no pixel on the patch grid after cropping adds nothing; a
+        class made only of such references would get an undefined (NaN) prototype."""
+        ds, c = self.dataset, self.dataset_cfgs.fill_memory
+        empty = [i for i, x in enumerate(items) if float(x["weights"].sum()) <= 0]
+        if not empty:
+            return
+        ann_ids = [ds.items[i]["ann_id"] for i in empty]
+        dead = [ds.cat_names[k] for k in range(len(ds.cat_ids)) if self.memory.class_weight(k) <= 0]
+        if dead:
             raise ConfigError(
-                f"No reference of class(es) {empty} has any mask pixel after cropping and resizing; their "
-                "prototypes would be undefined. Choose other references for them."
+                f"No reference of class(es) {dead} has any mask pixel after cropping and resizing (empty "
+                f"reference annotations {ann_ids} of {c.json_file}, listed in {c.memory_pkl}); their "
+                "prototypes would be undefined. Choose other references for them (e.g. sample the "
+                "reference pickle again with another --seed)."
+            )
+        if self.global_rank == 0:
+            print(
+                f"Warning: reference annotations {ann_ids} ({c.json_file}) have no mask pixel after cropping "
+                "and resizing; they add nothing to their class prototypes."
             )
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, results: list[dict], verbose: bool = True) -> dict:
         ds = self.dataset
+        if verbose and not ds.coco.getAnnIds(catIds=ds.cat_ids):
+            print(
+                f"Note: {self.dataset_cfgs.test.json_file} has no ground-truth annotations of the selected "
+                "classes, so AP and AR are undefined (COCO reports them as -1). The predictions are still "
+                "written (--export_result, model_cfg.test.export_dir)."
+            )
         stats, self.last_evals = evaluate_coco(
             ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, verbose=verbose
         )

@@ -83,15 +83,26 @@ def bank_state(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
 
 
-def read(path: str) -> dict:
-    """Load a memory file (plain tensors and types only); CheckpointError naming the path."""
+def read(path: str, mmap: bool = False) -> dict:
+    """Load a memory file (plain tensors and types only); CheckpointError naming the path.
+
+    ``mmap=True`` maps tensor data instead of reading it (cheap for checking a large foreign file).
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"Memory file not found: {path}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as e:
+        reason = str(e).strip().split("\n")[0].split(". ")[0].rstrip(".") or type(e).__name__
         raise CheckpointError(
-            f"Could not read the memory file {path} ({e}); it is truncated or not a memory file."
+            f"Could not read the memory file {path} ({reason}): it is truncated (an interrupted copy?) or "
+            "not a memory file of this tool. Re-create it with --model.test_mode fill_memory and then "
+            "postprocess_memory."
         ) from e
 
 

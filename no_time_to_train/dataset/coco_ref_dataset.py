@@ -13,11 +13,12 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
-from .image_io import load_rgb, load_square, pil_to_tensor
+from .image_io import load_rgb, pil_to_tensor, square_tensor
 from .metainfo import split_class_names
 from .reference_pkl import load_reference_pkl
 
@@ -68,6 +69,22 @@ def select_categories(
         )
     ids = sorted({by_name[n] for n in names})
     return ids, [coco.cats[i]["name"] for i in ids]
+
+
+def has_mask(ann: dict) -> bool:
+    """Whether a COCO annotation carries a mask: an RLE, or a polygon with at least 3 points."""
+    segm = ann.get("segmentation")
+    if isinstance(segm, dict):
+        return "counts" in segm and "size" in segm
+    return isinstance(segm, list) and any(isinstance(p, list) and len(p) >= 6 for p in segm)
+
+
+def check_image_size(img: Image.Image, info: dict, root: str) -> None:
+    if (img.height, img.width) != (info["height"], info["width"]):
+        raise DatasetError(
+            f"{os.path.join(root, info['file_name'])}: the image is {img.width}x{img.height} but the json says "
+            f"{info['width']}x{info['height']}. Use the annotation file that belongs to these images."
+        )
 
 
 def crop_window(
@@ -134,7 +151,8 @@ class COCOMemoryFillCropDataset(Dataset):
             if not entries:
                 raise DatasetError(
                     f"The reference pickle {memory_pkl} has no references for class '{name}' (id {cat_id}). "
-                    "Re-create it for the selected classes, or select fewer classes."
+                    "Re-create it for the selected classes (no_time_to_train/dataset/few_shot_sampling.py, or "
+                    "coco_to_pkl.py for a custom json), or select fewer classes."
                 )
             if len(entries) != memory_length:
                 raise DatasetError(
@@ -151,6 +169,12 @@ class COCOMemoryFillCropDataset(Dataset):
                     raise DatasetError(
                         f"{memory_pkl}: annotation {ann_id} has category {ann['category_id']}, listed under {cat_id}."
                     )
+                if not has_mask(ann):
+                    raise DatasetError(
+                        f"{json_file}: annotation {ann_id} (a reference of class '{name}' in {memory_pkl}) has no "
+                        "usable segmentation mask; references need masks. Turn boxes into masks with "
+                        "`python no_time_to_train/dataset/sam_bbox_to_segm_batch.py` and pass its *_with_segm.json."
+                    )
                 self.items.append({"cat_id": cat_id, "slot": slot, "ann_id": ann_id, "img_id": e["img_id"]})
 
     def __len__(self) -> int:
@@ -161,11 +185,7 @@ class COCOMemoryFillCropDataset(Dataset):
         ann = self.coco.anns[item["ann_id"]]
         info = self.coco.imgs[ann["image_id"]]
         img = load_rgb(os.path.join(self.root, info["file_name"]))
-        if (img.height, img.width) != (info["height"], info["width"]):
-            raise DatasetError(
-                f"{info['file_name']}: image is {img.width}x{img.height} but the json says "
-                f"{info['width']}x{info['height']}."
-            )
+        check_image_size(img, info, self.root)
         mask = torch.from_numpy(self.coco.annToMask(ann))
         image, mask_r, window = make_reference_crop(
             pil_to_tensor(img), mask, ann["bbox"], self.context_ratio, self.image_size
@@ -217,6 +237,11 @@ class COCORefTestDataset(Dataset):
             coco = coco_from_dict(data)
         self.coco = coco
         self.img_ids = sorted(coco.getImgIds())
+        if not self.img_ids:
+            raise DatasetError(
+                f"The target annotation file {json_file} lists no images: there is nothing to segment or "
+                f"evaluate. Point {where}.json_file at the json of your target images."
+            )
 
     def __len__(self) -> int:
         return len(self.img_ids)
@@ -232,7 +257,9 @@ class COCORefTestDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         img_id = self.img_ids[index]
         info = self.coco.imgs[img_id]
-        image, ori = load_square(os.path.join(self.root, info["file_name"]), self.image_size)
+        img = load_rgb(os.path.join(self.root, info["file_name"]))
+        check_image_size(img, info, self.root)
+        image, ori = square_tensor(img, self.image_size)
         return {
             "index": index,
             "image": image,

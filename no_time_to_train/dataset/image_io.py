@@ -23,12 +23,31 @@ def load_rgb(path: str) -> Image.Image:
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"Could not read image {path} ({e}); the file is corrupt or not an image.") from e
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits instead of letting PIL clip at 255.
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.size and arr.max() > 0 else 1.0
-        img = Image.fromarray((arr * (255.0 / peak)).round().astype(np.uint8))
+    if img.mode in HIGH_BIT_MODES:
+        img = Image.fromarray(to_uint8(np.asarray(img)))  # PIL would clip at 255
     return img.convert("RGB")
+
+
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_BIT_DEPTHS = (8, 10, 12, 14, 16, 24, 32)
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """8-bit version of a high-bit-depth (integer) or float image array.
+
+    Integers are scaled by the smallest common sensor range that holds the image's maximum
+    (2^8, 2^10, 2^12, 2^14, 2^16, ... - 1): full-range 16-bit data maps exactly to ``v / 257``, 12-bit
+    data stored in 16-bit files is not left nearly black, and images of one camera keep their
+    relative brightness (no per-image stretching). Floats are taken as [0, 1]. Negative values
+    clip to 0.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "f":
+        return (np.nan_to_num(np.clip(arr, 0, 1)) * 255).round().astype(np.uint8)
+    peak = float(arr.max()) if arr.size else 0.0
+    top = next((2.0**b - 1 for b in _BIT_DEPTHS if peak <= 2.0**b - 1), peak)
+    return (np.clip(arr.astype(np.float64), 0, None) * (255.0 / top)).round().clip(0, 255).astype(np.uint8)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -52,7 +71,7 @@ def as_pil_rgb(image: str | os.PathLike | np.ndarray | Image.Image) -> Image.Ima
     if isinstance(image, (str, os.PathLike)):
         return load_rgb(os.fspath(image))
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        if image.mode in HIGH_BIT_MODES:
             return as_pil_rgb(np.asarray(image))
         return image.convert("RGB")
     arr = np.asarray(image)
@@ -62,11 +81,5 @@ def as_pil_rgb(image: str | os.PathLike | np.ndarray | Image.Image) -> Image.Ima
         raise DatasetError(
             f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}."
         )
-    arr = arr[..., :3]
-    if arr.dtype.kind == "f":
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        # 16/32-bit data: scale the image's range to 8 bits (as load_rgb does for such files).
-        peak = max(float(arr.max()), 1.0) if arr.size else 1.0
-        arr = (arr.astype(np.float64) * (255.0 / peak)).round().clip(0, 255).astype(np.uint8)
+    arr = to_uint8(arr[..., :3])  # 16/32-bit data scaled as load_rgb does for such files
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")
