@@ -7,9 +7,11 @@ bank only); after ``test`` the per-image results gathered from all ranks are opt
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
+import warnings
 from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
@@ -182,8 +184,22 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+class _DropAdvertisements(logging.Filter):
+    """Lightning prints tips about cloud products at every start; they are noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def _quiet_lightning() -> None:
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertisements())
+    # Lightning's own use of torch's pytree API is deprecated in recent torch releases.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_lightning()
     try:
         return NoTimeToTrainCLI(args=argv)
     except Exception as e:

@@ -99,6 +99,11 @@ class ModelCfg:
     test: TestVisCfg = field(default_factory=TestVisCfg)
     class_names: list[str] | None = None
     """Display names per class index (defaults to the test set's selected names)."""
+    encoder_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast the network forward passes (SAM2 encoder and decoder, DINOv2) on GPU; matching,
+    NMS and the merge stay in float32. fp32 reproduces the reference."""
+    allow_tf32: bool = True
+    """Let float32 matmuls and convolutions use TF32 on Ampere or newer GPUs."""
 
 
 @dataclass

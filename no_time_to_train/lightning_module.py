@@ -143,6 +143,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         # known only once --ckpt_path is restored (after setup): build that dataset lazily.
         lazy = self.test_mode == "test" and not (c.cat_names or c.class_split)
         self.dataset = None if lazy else self.build_dataset(self.test_mode)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = self.model_cfg.allow_tf32
+            torch.backends.cudnn.allow_tf32 = self.model_cfg.allow_tf32
         needs_encoder = self.test_mode in ("fill_memory", "vis_memory", "test")
         if self.segmenter is None:
             self.segmenter = ReferenceSegmenter(

@@ -73,7 +73,7 @@ def test_reference_readme_coco_commands_verbatim(tmp_path):
     for name in ("run_lightening.py", "no_time_to_train"):
         os.symlink(REPO / name, root / name)
     generate_coco_dataset(
-        root / "data" / "coco", n_train=12, n_val=2, class_names=COCO_FEW_SHOT_CLASSES, n_shot=1, seed=5
+        root / "data" / "coco", n_train=12, n_val=1, class_names=COCO_FEW_SHOT_CLASSES, n_shot=1, seed=5
     )
     assert write_checkpoints(["--random-weights", "--dest", str(root / "checkpoints")]) == 0
 

@@ -82,7 +82,7 @@ def has_mask(ann: dict) -> bool:
 def check_image_size(img: Image.Image, info: dict, root: str) -> None:
     if (img.height, img.width) != (info["height"], info["width"]):
         raise DatasetError(
-            f"{os.path.join(root, info['file_name'])}: the image is {img.width}x{img.height} but the json says "
+            f"{os.path.join(root, image_file_name(info))}: the image is {img.width}x{img.height} but the json says "
             f"{info['width']}x{info['height']}. Use the annotation file that belongs to these images."
         )
 
@@ -99,6 +99,14 @@ def crop_window(
     x1, y1 = max(0, int(cx - half)), max(0, int(cy - half))
     x2, y2 = min(img_w, int(cx + half)), min(img_h, int(cy + half))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def image_file_name(info: dict) -> str:
+    """An image's file name; LVIS jsons give only ``coco_url``, whose last part is the name."""
+    name = info.get("file_name") or os.path.basename(str(info.get("coco_url", "")))
+    if not name:
+        raise DatasetError(f"Image {info.get('id')} of the annotation file has neither file_name nor coco_url.")
+    return name
 
 
 def make_reference_crop(
@@ -184,7 +192,7 @@ class COCOMemoryFillCropDataset(Dataset):
         item = self.items[index]
         ann = self.coco.anns[item["ann_id"]]
         info = self.coco.imgs[ann["image_id"]]
-        img = load_rgb(os.path.join(self.root, info["file_name"]))
+        img = load_rgb(os.path.join(self.root, image_file_name(info)))
         check_image_size(img, info, self.root)
         mask = torch.from_numpy(self.coco.annToMask(ann))
         image, mask_r, window = make_reference_crop(
@@ -196,7 +204,7 @@ class COCOMemoryFillCropDataset(Dataset):
             "slot": item["slot"],
             "image": image,
             "mask": mask_r,
-            "img_info": {"id": info["id"], "file_name": info["file_name"], "ori_height": info["height"],
+            "img_info": {"id": info["id"], "file_name": image_file_name(info), "ori_height": info["height"],
                          "ori_width": info["width"], "ann_id": item["ann_id"], "crop_xyxy": window},
         }  # fmt: skip
 
@@ -257,7 +265,7 @@ class COCORefTestDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         img_id = self.img_ids[index]
         info = self.coco.imgs[img_id]
-        img = load_rgb(os.path.join(self.root, info["file_name"]))
+        img = load_rgb(os.path.join(self.root, image_file_name(info)))
         check_image_size(img, info, self.root)
         image, ori = square_tensor(img, self.image_size)
         return {
@@ -265,5 +273,5 @@ class COCORefTestDataset(Dataset):
             "image": image,
             "ori_size": ori,
             "img_id": img_id,
-            "file_name": info["file_name"],
+            "file_name": image_file_name(info),
         }
