@@ -1,8 +1,14 @@
 """Errors that describe a problem with the user's input rather than a bug in this package.
 
 The command-line entry points print these as one paragraph (no traceback): what was wrong,
-which file or flag, and how to fix it.
+which file or flag, and how to fix it (``run_reporting_user_errors``).
 """
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 class UserInputError(Exception):
@@ -19,3 +25,17 @@ class ConfigError(UserInputError):
 
 class DatasetError(UserInputError):
     """An annotation file, reference pickle or image is missing or malformed."""
+
+
+def run_reporting_user_errors(fn: Callable[..., object], *args: Any, code: int = 1, **kwargs: Any) -> int:
+    """Call ``fn(*args, **kwargs)`` for a command-line ``main``: its exit status.
+
+    0 when ``fn`` returns; ``code`` after printing ``error: <message>`` to stderr when it raises a
+    ``UserInputError``. Any other exception propagates with its traceback (a bug, not bad input).
+    """
+    try:
+        fn(*args, **kwargs)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return code
+    return 0

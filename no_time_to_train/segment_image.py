@@ -25,7 +25,7 @@ from . import memory_file
 from .api import FewShotSegmenter, Prediction
 from .dataset.coco_ref_dataset import load_coco
 from .dataset.image_io import as_pil_rgb
-from .errors import DatasetError, UserInputError
+from .errors import DatasetError, UserInputError, run_reporting_user_errors
 from .io_utils import atomic_open, atomic_save_json
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -164,13 +164,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_user_errors(run, parse_args(argv), code=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ GPUS=${2:-1}
 [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GPUS must be a positive number (got '$GPUS')." >&2; exit 2; }
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/steps.sh
+. "$REPO_ROOT/scripts/lib/steps.sh"
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 YAML_PATH=${YAML_PATH:-$REPO_ROOT/no_time_to_train/new_exps/coco_fewshot_10shot_Sam2L.yaml}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
@@ -34,11 +36,7 @@ TRAIN_JSON=$COCO_ROOT/annotations/instances_train2017.json
 VAL_JSON=$COCO_ROOT/annotations/instances_val2017.json
 SCORE_THR=${SCORE_THR:-0.5}
 RESULTS_ROOT=${WORK_DIR:-./work_dirs}/$CLASS_SPLIT
-read -r -a EXTRA_TEST_ARGS <<< "${TEST_ARGS:-}"
-CONFIGS=(--config "$YAML_PATH")
-[ -z "$EXTRA_CONFIG" ] || CONFIGS+=(--config "$EXTRA_CONFIG")
-ACCEL_ARGS=()
-[ -z "${ACCELERATOR:-}" ] || ACCEL_ARGS=(--trainer.accelerator "$ACCELERATOR")
+ntt_args_from_env  # CONFIGS, TRAINER_ARGS, EXTRA_TEST_ARGS
 
 for f in "$TRAIN_JSON" "$VAL_JSON"; do
   [ -f "$f" ] || { echo "error: $f not found; see data/README.md (COCO) or set COCO_ROOT." >&2; exit 1; }
@@ -49,44 +47,15 @@ for SHOT in "${SHOT_LIST[@]}"; do
   PKL=$RESULTS_DIR/${CLASS_SPLIT}_${SHOT}shot_seed${SEED}.pkl
   mkdir -p "$RESULTS_DIR"
   echo "==> [$CLASS_SPLIT, ${SHOT}-shot, seed $SEED] results in $RESULTS_DIR"
-  "$PYTHON" "$REPO_ROOT/no_time_to_train/dataset/few_shot_sampling.py" \
-    --n-shot "$SHOT" --out-path "$PKL" --seed "$SEED" --dataset "$CLASS_SPLIT" --json "$TRAIN_JSON"
-
-  COMMON_ARGS=(
-    --model.init_args.model_cfg.dataset_name "$CLASS_SPLIT"
-    --model.init_args.model_cfg.memory_bank_cfg.length "$SHOT"
-    --model.init_args.model_cfg.memory_bank_cfg.category_num "$CATEGORY_NUM"
-    --trainer.logger.save_dir "$RESULTS_DIR"
-  )
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode fill_memory \
-    --out_path "$RESULTS_DIR/memory.ckpt" \
-    --model.init_args.dataset_cfgs.fill_memory.root "$COCO_ROOT/train2017" \
-    --model.init_args.dataset_cfgs.fill_memory.json_file "$TRAIN_JSON" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$PKL" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_length "$SHOT" \
-    --model.init_args.dataset_cfgs.fill_memory.class_split "$CLASS_SPLIT" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS"
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode postprocess_memory \
-    --ckpt_path "$RESULTS_DIR/memory.ckpt" \
-    --out_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices 1
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode test \
-    --ckpt_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    --model.init_args.dataset_cfgs.test.root "$COCO_ROOT/val2017" \
-    --model.init_args.dataset_cfgs.test.json_file "$VAL_JSON" \
-    --model.init_args.dataset_cfgs.test.class_split "$CLASS_SPLIT" \
+  ntt_sample "$SHOT" "$PKL" "$SEED" "$CLASS_SPLIT" "$TRAIN_JSON"
+  ntt_common_args "$CLASS_SPLIT" "$SHOT" "$CATEGORY_NUM" "$RESULTS_DIR"
+  ntt_fill "$RESULTS_DIR/memory.ckpt" "$COCO_ROOT/train2017" "$TRAIN_JSON" "$PKL" "$SHOT" \
+    "class_split=$CLASS_SPLIT" "$GPUS"
+  ntt_postprocess "$RESULTS_DIR/memory.ckpt" "$RESULTS_DIR/memory_postprocessed.ckpt"
+  ntt_test --no-imgs-path "$RESULTS_DIR/memory_postprocessed.ckpt" "$COCO_ROOT/val2017" "$VAL_JSON" \
+    "class_split=$CLASS_SPLIT" "$RESULTS_DIR" "$GPUS" \
     --coco_semantic_split "$COCO_SPLIT" --n_shot "$SHOT" --seed "$SEED" \
-    --export_result "$RESULTS_DIR/results.json" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS" \
-    ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"} 2>&1 | tee "$RESULTS_DIR/test.log"
+    ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"}
 
   "$PYTHON" "$REPO_ROOT/no_time_to_train/dataset/coco_inst_to_segm.py" \
     --results "$RESULTS_DIR/results.json" --gt "$VAL_JSON" --split "$COCO_SPLIT" \

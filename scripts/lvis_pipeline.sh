@@ -39,6 +39,8 @@ for shot in "${SHOT_LIST[@]}"; do
 done
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/steps.sh
+. "$REPO_ROOT/scripts/lib/steps.sh"
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 YAML_PATH=${YAML_PATH:-$REPO_ROOT/no_time_to_train/pl_configs/matching_lvis_allClass.yaml}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
@@ -52,11 +54,7 @@ else
   TEST_JSON_RAW=${TEST_JSON:-$LVIS_ROOT/lvis_v1_val.json}
 fi
 RESULTS_ROOT=${WORK_DIR:-./work_dirs/lvis}/${SPLIT}_seed${SEED}
-read -r -a EXTRA_TEST_ARGS <<< "${TEST_ARGS:-}"
-CONFIGS=(--config "$YAML_PATH")
-[ -z "$EXTRA_CONFIG" ] || CONFIGS+=(--config "$EXTRA_CONFIG")
-ACCEL_ARGS=()
-[ -z "${ACCELERATOR:-}" ] || ACCEL_ARGS=(--trainer.accelerator "$ACCELERATOR")
+ntt_args_from_env  # CONFIGS, TRAINER_ARGS, EXTRA_TEST_ARGS
 
 for f in "$TRAIN_JSON_RAW" "$TEST_JSON_RAW"; do
   [ -f "$f" ] || { echo "error: $f not found; see data/README.md (LVIS) or set LVIS_ROOT / TEST_JSON." >&2; exit 1; }
@@ -89,42 +87,10 @@ for SHOT in "${SHOT_LIST[@]}"; do
   PKL=$RESULTS_DIR/${SPLIT}_${SHOT}shot_seed${SEED}.pkl
   mkdir -p "$RESULTS_DIR"
   echo "==> [$SPLIT ($CATEGORY_NUM classes), ${SHOT}-shot, seed $SEED] results in $RESULTS_DIR"
-  "$PYTHON" "$REPO_ROOT/no_time_to_train/dataset/few_shot_sampling.py" \
-    --n-shot "$SHOT" --out-path "$PKL" --seed "$SEED" --dataset "$SPLIT" --json "$TRAIN_JSON"
-
-  COMMON_ARGS=(
-    --model.init_args.model_cfg.dataset_name "$SPLIT"
-    --model.init_args.model_cfg.memory_bank_cfg.length "$SHOT"
-    --model.init_args.model_cfg.memory_bank_cfg.category_num "$CATEGORY_NUM"
-    --trainer.logger.save_dir "$RESULTS_DIR"
-  )
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode fill_memory \
-    --out_path "$RESULTS_DIR/memory.ckpt" \
-    --model.init_args.dataset_cfgs.fill_memory.root "$IMAGES" \
-    --model.init_args.dataset_cfgs.fill_memory.json_file "$TRAIN_JSON" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$PKL" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_length "$SHOT" \
-    --model.init_args.dataset_cfgs.fill_memory.class_split "$SPLIT" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS"
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode postprocess_memory \
-    --ckpt_path "$RESULTS_DIR/memory.ckpt" \
-    --out_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices 1
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode test \
-    --ckpt_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    --model.init_args.model_cfg.test.imgs_path "$IMAGES" \
-    --model.init_args.dataset_cfgs.test.root "$IMAGES" \
-    --model.init_args.dataset_cfgs.test.json_file "$TEST_JSON" \
-    --model.init_args.dataset_cfgs.test.class_split "$SPLIT" \
-    --export_result "$RESULTS_DIR/results.json" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS" \
-    ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"} 2>&1 | tee "$RESULTS_DIR/test.log"
+  ntt_sample "$SHOT" "$PKL" "$SEED" "$SPLIT" "$TRAIN_JSON"
+  ntt_common_args "$SPLIT" "$SHOT" "$CATEGORY_NUM" "$RESULTS_DIR"
+  ntt_fill "$RESULTS_DIR/memory.ckpt" "$IMAGES" "$TRAIN_JSON" "$PKL" "$SHOT" "class_split=$SPLIT" "$GPUS"
+  ntt_postprocess "$RESULTS_DIR/memory.ckpt" "$RESULTS_DIR/memory_postprocessed.ckpt"
+  ntt_test "$RESULTS_DIR/memory_postprocessed.ckpt" "$IMAGES" "$TEST_JSON" "class_split=$SPLIT" \
+    "$RESULTS_DIR" "$GPUS" ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"}
 done

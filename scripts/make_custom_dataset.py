@@ -35,7 +35,7 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from no_time_to_train.errors import DatasetError, UserInputError  # noqa: E402
+from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors  # noqa: E402
 from no_time_to_train.io_utils import atomic_open, atomic_save_json  # noqa: E402
 
 DEFAULT_REFS: dict[str, list[int]] = {"bird": [429819], "boat": [101435]}
@@ -296,19 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def make_from_args(args: argparse.Namespace) -> None:
+    """``make_custom_dataset`` with ``main``'s arguments (ids parsed here)."""
+    refs = parse_ref_ids(args.ref_ids) if args.ref_ids else None
+    targets = parse_ids(args.target_ids) if args.target_ids else None
+    make_custom_dataset(
+        args.coco_root, args.out_dir, refs, targets, annotations=args.annotations,
+        download=args.download, image_url=args.image_url,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        refs = parse_ref_ids(args.ref_ids) if args.ref_ids else None
-        targets = parse_ids(args.target_ids) if args.target_ids else None
-        make_custom_dataset(
-            args.coco_root, args.out_dir, refs, targets, annotations=args.annotations,
-            download=args.download, image_url=args.image_url,
-        )  # fmt: skip
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_user_errors(make_from_args, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

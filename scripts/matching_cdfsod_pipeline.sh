@@ -47,6 +47,8 @@ CDFSOD_ROOT=${CDFSOD_ROOT:-./data/cd-fsod}
 DATASET_PATH=${6:-$CDFSOD_ROOT/$DATASET_NAME}
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/steps.sh
+. "$REPO_ROOT/scripts/lib/steps.sh"
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 YAML_PATH=${YAML_PATH:-$REPO_ROOT/no_time_to_train/pl_configs/matching_cdfsod_template.yaml}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
@@ -74,12 +76,12 @@ case "$SKIP_SEGM" in auto | 0 | 1) ;; *) fail "SKIP_SEGM must be auto, 0 or 1 (g
 
 if [ "$DEVICES" = "cpu" ]; then
   NUM_DEVICES=1
-  TRAINER_DEVICE_ARGS=(--trainer.accelerator cpu)
+  TRAINER_ARGS=(--trainer.accelerator cpu)
 else
   [[ "$DEVICES" =~ ^[0-9]+(,[0-9]+)*$ ]] || fail "DEVICES must be GPU ids like 0 or 0,1 (or cpu), got '$DEVICES'."
   IFS=',' read -r -a DEVICE_LIST <<< "$DEVICES"
   NUM_DEVICES=${#DEVICE_LIST[@]}
-  TRAINER_DEVICE_ARGS=()
+  TRAINER_ARGS=()
   export CUDA_VISIBLE_DEVICES=$DEVICES
 fi
 
@@ -103,12 +105,7 @@ MEMORY=$CKPT_DIR/${DATASET_NAME}_${SHOT}_refs_memory.pth
 MEMORY_POST=$CKPT_DIR/${DATASET_NAME}_${SHOT}_refs_memory_postprocessed.pth
 RESULTS_DIR=$WORK_DIR/$DATASET_NAME/${SHOT}shot
 mkdir -p "$CKPT_DIR" "$RESULTS_DIR"
-COMMON_ARGS=(
-  --model.init_args.model_cfg.dataset_name "$DATASET_NAME"
-  --model.init_args.model_cfg.memory_bank_cfg.length "$SHOT"
-  --model.init_args.model_cfg.memory_bank_cfg.category_num "$CATEGORY_NUM"
-  --trainer.logger.save_dir "$RESULTS_DIR"
-)
+ntt_common_args "$DATASET_NAME" "$SHOT" "$CATEGORY_NUM" "$RESULTS_DIR"
 
 step() { echo "==> [$DATASET_NAME, ${SHOT}-shot] $*"; }
 
@@ -143,38 +140,15 @@ step "reference pickle: $SHOT_PKL"
 
 # ---------------------------------------------------------------- 3. fill memory
 step "fill_memory -> $MEMORY"
-"$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-  --model.test_mode fill_memory \
-  --out_path "$MEMORY" \
-  --model.init_args.dataset_cfgs.fill_memory.root "$DATASET_PATH/train" \
-  --model.init_args.dataset_cfgs.fill_memory.json_file "$SHOT_JSON_SEGM" \
-  --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$SHOT_PKL" \
-  --model.init_args.dataset_cfgs.fill_memory.memory_length "$SHOT" \
-  --model.init_args.dataset_cfgs.fill_memory.cat_names "$CAT_NAMES" \
-  "${COMMON_ARGS[@]}" ${TRAINER_DEVICE_ARGS[@]+"${TRAINER_DEVICE_ARGS[@]}"} \
-  --trainer.devices 1
+ntt_fill "$MEMORY" "$DATASET_PATH/train" "$SHOT_JSON_SEGM" "$SHOT_PKL" "$SHOT" "cat_names=$CAT_NAMES" 1
 
 # ---------------------------------------------------------------- 4. postprocess memory
 step "postprocess_memory -> $MEMORY_POST"
-"$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-  --model.test_mode postprocess_memory \
-  --ckpt_path "$MEMORY" \
-  --out_path "$MEMORY_POST" \
-  "${COMMON_ARGS[@]}" ${TRAINER_DEVICE_ARGS[@]+"${TRAINER_DEVICE_ARGS[@]}"} \
-  --trainer.devices 1
+ntt_postprocess "$MEMORY" "$MEMORY_POST"
 
 # ---------------------------------------------------------------- 5. test
 step "test on $TEST_JSON ($NUM_DEVICES device(s)); log: $RESULTS_DIR/test.log"
 read -r -a EXTRA_TEST_ARGS <<< "$TEST_ARGS"
-"$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-  --model.test_mode test \
-  --ckpt_path "$MEMORY_POST" \
-  --model.init_args.model_cfg.test.imgs_path "$DATASET_PATH/test" \
-  --model.init_args.dataset_cfgs.test.root "$DATASET_PATH/test" \
-  --model.init_args.dataset_cfgs.test.json_file "$TEST_JSON" \
-  --model.init_args.dataset_cfgs.test.cat_names "$CAT_NAMES" \
-  --export_result "$RESULTS_DIR/results.json" \
-  "${COMMON_ARGS[@]}" ${TRAINER_DEVICE_ARGS[@]+"${TRAINER_DEVICE_ARGS[@]}"} \
-  --trainer.devices "$NUM_DEVICES" \
-  ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"} 2>&1 | tee "$RESULTS_DIR/test.log"
+ntt_test "$MEMORY_POST" "$DATASET_PATH/test" "$TEST_JSON" "cat_names=$CAT_NAMES" "$RESULTS_DIR" "$NUM_DEVICES" \
+  ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"}
 step "done: results in $RESULTS_DIR"

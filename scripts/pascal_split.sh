@@ -23,6 +23,8 @@ GPUS=${2:-1}
 [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] || { echo "error: GPUS must be a positive number of devices (got '$GPUS')." >&2; exit 2; }
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/steps.sh
+. "$REPO_ROOT/scripts/lib/steps.sh"
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 YAML_PATH=${YAML_PATH:-$REPO_ROOT/no_time_to_train/pl_configs/matching_pascal_voc_few_shot_template.yaml}
 EXTRA_CONFIG=${EXTRA_CONFIG:-}
@@ -36,16 +38,12 @@ TRAIN_JSON=$VOC_ROOT/annotations/voc0712_trainval_with_segm.json
 TEST_JSON=$VOC_ROOT/annotations/voc07_test_with_segm.json
 RESULTS_ROOT=${WORK_DIR:-./work_dirs}/${CLASS_SPLIT}_seed${SEED}
 PLOT=${PLOT:-1}
-read -r -a EXTRA_TEST_ARGS <<< "${TEST_ARGS:-}"
 
 for f in "$TRAIN_JSON" "$TEST_JSON"; do
   [ -f "$f" ] || { echo "error: $f not found; see data/README.md (PASCAL VOC) or set VOC_ROOT." >&2; exit 1; }
 done
 [ -d "$IMAGES" ] || { echo "error: $IMAGES not found; see data/README.md (PASCAL VOC)." >&2; exit 1; }
-CONFIGS=(--config "$YAML_PATH")
-[ -z "$EXTRA_CONFIG" ] || CONFIGS+=(--config "$EXTRA_CONFIG")
-ACCEL_ARGS=()
-[ -z "${ACCELERATOR:-}" ] || ACCEL_ARGS=(--trainer.accelerator "$ACCELERATOR")
+ntt_args_from_env  # CONFIGS, TRAINER_ARGS, EXTRA_TEST_ARGS
 
 for SHOT in "${SHOT_LIST[@]}"; do
   RESULTS_DIR=$RESULTS_ROOT/${SHOT}shot
@@ -55,43 +53,10 @@ for SHOT in "${SHOT_LIST[@]}"; do
   PLOT_ARGS=()
   [ "$PLOT" = "1" ] && PLOT_ARGS=(--plot --img-dir "$IMAGES")
 
-  "$PYTHON" "$REPO_ROOT/no_time_to_train/dataset/few_shot_sampling.py" \
-    --n-shot "$SHOT" --out-path "$PKL" --seed "$SEED" --dataset "$CLASS_SPLIT" --json "$TRAIN_JSON" \
-    ${PLOT_ARGS[@]+"${PLOT_ARGS[@]}"}
-
-  COMMON_ARGS=(
-    --model.init_args.model_cfg.dataset_name "$CLASS_SPLIT"
-    --model.init_args.model_cfg.memory_bank_cfg.length "$SHOT"
-    --model.init_args.model_cfg.memory_bank_cfg.category_num "$CATEGORY_NUM"
-    --trainer.logger.save_dir "$RESULTS_DIR"
-  )
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode fill_memory \
-    --out_path "$RESULTS_DIR/memory.ckpt" \
-    --model.init_args.dataset_cfgs.fill_memory.root "$IMAGES" \
-    --model.init_args.dataset_cfgs.fill_memory.json_file "$TRAIN_JSON" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$PKL" \
-    --model.init_args.dataset_cfgs.fill_memory.memory_length "$SHOT" \
-    --model.init_args.dataset_cfgs.fill_memory.class_split "$CLASS_SPLIT" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS"
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode postprocess_memory \
-    --ckpt_path "$RESULTS_DIR/memory.ckpt" \
-    --out_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices 1
-
-  "$PYTHON" "$REPO_ROOT/run_lightening.py" test "${CONFIGS[@]}" \
-    --model.test_mode test \
-    --ckpt_path "$RESULTS_DIR/memory_postprocessed.ckpt" \
-    --model.init_args.model_cfg.test.imgs_path "$IMAGES" \
-    --model.init_args.dataset_cfgs.test.root "$IMAGES" \
-    --model.init_args.dataset_cfgs.test.json_file "$TEST_JSON" \
-    --model.init_args.dataset_cfgs.test.class_split "$CLASS_SPLIT" \
-    --export_result "$RESULTS_DIR/results.json" \
-    "${COMMON_ARGS[@]}" ${ACCEL_ARGS[@]+"${ACCEL_ARGS[@]}"} \
-    --trainer.devices "$GPUS" \
-    ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"} 2>&1 | tee "$RESULTS_DIR/test.log"
+  ntt_sample "$SHOT" "$PKL" "$SEED" "$CLASS_SPLIT" "$TRAIN_JSON" ${PLOT_ARGS[@]+"${PLOT_ARGS[@]}"}
+  ntt_common_args "$CLASS_SPLIT" "$SHOT" "$CATEGORY_NUM" "$RESULTS_DIR"
+  ntt_fill "$RESULTS_DIR/memory.ckpt" "$IMAGES" "$TRAIN_JSON" "$PKL" "$SHOT" "class_split=$CLASS_SPLIT" "$GPUS"
+  ntt_postprocess "$RESULTS_DIR/memory.ckpt" "$RESULTS_DIR/memory_postprocessed.ckpt"
+  ntt_test "$RESULTS_DIR/memory_postprocessed.ckpt" "$IMAGES" "$TEST_JSON" "class_split=$CLASS_SPLIT" \
+    "$RESULTS_DIR" "$GPUS" ${EXTRA_TEST_ARGS[@]+"${EXTRA_TEST_ARGS[@]}"}
 done

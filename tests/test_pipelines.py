@@ -591,6 +591,7 @@ def test_cdfsod_pipeline_argument_checks(tmp_path):
 def test_cdfsod_wrappers_call_the_pipeline(tmp_path, wrapper, datasets):
     """Each wrapper runs the pipeline (with bash) for its datasets x shots with matching class counts."""
     shutil.copy(SCRIPTS / wrapper, tmp_path / wrapper)
+    shutil.copytree(SCRIPTS / "lib", tmp_path / "lib")  # the shared loop the wrappers source
     (tmp_path / "matching_cdfsod_pipeline.sh").write_text('echo "$@" >> "$(dirname "$0")/calls.txt"\n')
     res = run(["bash", tmp_path / wrapper, "2,3"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -40,7 +40,7 @@ from no_time_to_train.dataset.few_shot_sampling import (  # noqa: E402
     load_coco_json,
 )
 from no_time_to_train.dataset.reference_pkl import save_reference_pkl  # noqa: E402
-from no_time_to_train.errors import DatasetError, UserInputError  # noqa: E402
+from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors  # noqa: E402
 
 Log = Callable[[str], None]
 
@@ -170,22 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.target_examples < 1:
-        parser.error(f"target_examples must be at least 1 (got {args.target_examples})")
-    try:
-        refs = coco_json_to_pkl(args.input_json, args.output_pkl, args.target_examples, args.seed)
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+def convert(args: argparse.Namespace) -> None:
+    """``coco_json_to_pkl`` with ``main``'s arguments, then a one-line summary."""
+    refs = coco_json_to_pkl(args.input_json, args.output_pkl, args.target_examples, args.seed)
     ids = ", ".join(str(c) for c in list(refs)[:20]) + (", ..." if len(refs) > 20 else "")
     print(
         f"Wrote {args.target_examples} reference(s) for each of {len(refs)} categories "
         f"(ids {ids}) to {args.output_pkl}"
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.target_examples < 1:
+        parser.error(f"target_examples must be at least 1 (got {args.target_examples})")
+    return run_reporting_user_errors(convert, args)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from no_time_to_train.dataset.metainfo import (  # noqa: E402
     split_class_names,
 )
 from no_time_to_train.dataset.reference_pkl import save_reference_pkl  # noqa: E402
-from no_time_to_train.errors import DatasetError, UserInputError  # noqa: E402
+from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors  # noqa: E402
 
 COCO_TRAIN_JSON = "./data/coco/annotations/instances_train2017.json"
 LVIS_TRAIN_JSON = "./data/lvis/lvis_v1_train.json"
@@ -422,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_references(args: argparse.Namespace, json_path: str) -> None:
+    """Sample, save (and with ``--plot`` draw) the references that ``main``'s arguments ask for."""
+    refs, data = sample_few_shot(json_path, args.dataset, args.n_shot, args.seed)
+    save_reference_pkl(refs, args.out_path)
+    print(
+        f"Sampled {args.n_shot} reference(s) for each of {len(refs)} classes of {args.dataset} "
+        f"(seed {args.seed}) from {json_path}; saved to {args.out_path}"
+    )
+    if args.plot:
+        viz_dir = viz_dir_for(args.out_path)
+        n = plot_references(refs, data, args.img_dir, viz_dir)
+        print(f"Wrote {n} visualisations to {viz_dir}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -432,21 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset not in known_splits():
         parser.error(f"unknown --dataset {args.dataset!r}; choose one of: {', '.join(known_splits())}")
     json_path = args.json or default_json(args.dataset)
-    try:
-        refs, data = sample_few_shot(json_path, args.dataset, args.n_shot, args.seed)
-        save_reference_pkl(refs, args.out_path)
-        print(
-            f"Sampled {args.n_shot} reference(s) for each of {len(refs)} classes of {args.dataset} "
-            f"(seed {args.seed}) from {json_path}; saved to {args.out_path}"
-        )
-        if args.plot:
-            viz_dir = viz_dir_for(args.out_path)
-            n = plot_references(refs, data, args.img_dir, viz_dir)
-            print(f"Wrote {n} visualisations to {viz_dir}")
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_user_errors(write_references, args, json_path)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from no_time_to_train.dataset.few_shot_sampling import load_coco_json  # noqa: E402
-from no_time_to_train.errors import CheckpointError, ConfigError, DatasetError, UserInputError  # noqa: E402
+from no_time_to_train.errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    UserInputError,
+    run_reporting_user_errors,
+)
 from no_time_to_train.io_utils import atomic_open, atomic_save_json  # noqa: E402
 from no_time_to_train.models.encoders import SAM2_CHECKPOINT_FILES, resolve_sam2_config  # noqa: E402
 
@@ -722,16 +728,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1 (got {args.batch_size})")
-    try:
-        sam_bbox_to_segm(
-            args.input_json, args.image_dir, args.sam_checkpoint, model_type=args.model_type,
-            device=args.device, batch_size=args.batch_size, visualize=args.visualize,
-            output_json=args.output_json, progress=not args.no_progress,
-        )  # fmt: skip
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_user_errors(
+        sam_bbox_to_segm, args.input_json, args.image_dir, args.sam_checkpoint, model_type=args.model_type,
+        device=args.device, batch_size=args.batch_size, visualize=args.visualize,
+        output_json=args.output_json, progress=not args.no_progress,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
