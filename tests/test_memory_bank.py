@@ -114,3 +114,16 @@ def test_state_dict_round_trip_adopts_packed_length():
     fresh.postprocess()
     bank.postprocess()
     assert torch.allclose(fresh.prototypes(), bank.prototypes())
+
+
+def test_memory_sizes_script_reports_small_files(capsys):
+    import importlib.util
+
+    from .conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("memory_sizes", REPO / "scripts" / "memory_sizes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sizes = mod.main(["--classes", "2", "--shots", "2", "--encoder", "dinov2_small"])
+    assert 0 < sizes["postprocessed_bytes"] < sizes["fill_bytes"]
+    assert "foreground patches stored" in capsys.readouterr().out
