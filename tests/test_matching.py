@@ -169,7 +169,116 @@ def test_top_k_keeps_highest_scores():
     logits = torch.full((4, 256, 256), -5.0)
     for i in range(4):
         logits[i, :, i * 62 + 2 : i * 62 + 58] = 5
-    seg = ReferenceSegmenter(_bank_with_prototypes(torch.eye(d)[:1]), infer_cfg=Sam2InferCfg(num_out_instance=2))
+    seg = ReferenceSegmenter(
+        _bank_with_prototypes(torch.eye(d)[:1]), infer_cfg=Sam2InferCfg(num_out_instance=2)
+    )
     det = seg.score_proposals(Proposals(logits, torch.full((4,), 0.9), torch.zeros(4, 2)), feats, (256, 256))
     assert len(det) == 2 and det.scores[0] >= det.scores[1]
     assert det.boxes[:, 0].tolist() == [2.0, 64.0]  # the two leftmost (most class-0-like) masks
+
+
+# --------------------------------------------------------------------------- full-resolution masks
+
+
+def _blobs(n: int, size: tuple[int, int], seed: int, bias: float = -0.3) -> torch.Tensor:
+    """``(n, H, W)`` logits of smooth random blobs (upsampled low-frequency noise)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(n, 1, 6, 6, generator=g)
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)[:, 0] + bias
+
+
+def test_cropped_masks_round_trip_boxes_and_areas():
+    masks = _blobs(12, (37, 53), seed=0) > 0  # width not a multiple of 8
+    masks[3] = False  # empty
+    masks[4] = False
+    masks[4, 36, 52] = True  # single pixel in the last corner
+    masks[5] = True  # full
+    cm = matching.CroppedMasks.from_masks(masks)
+    assert torch.equal(cm.dense(), masks)
+    assert torch.equal(cm.boxes.float(), matching.masks_to_boxes(masks))
+    assert cm.areas.tolist() == masks.flatten(1).sum(1).tolist()
+    sub = cm.select(torch.tensor([5, 0, 4]))
+    assert torch.equal(sub.dense(), masks[[5, 0, 4]])
+    assert torch.equal(cm.select(cm.areas > 0).dense(), masks[masks.flatten(1).any(1)])
+    # An arbitrary window (offsets not aligned to the 8-pixel packing).
+    win = cm.window(torch.arange(12), (3, 5, 50, 30))
+    assert torch.equal(win.bool(), masks[:, 5:30, 3:50])
+    # Storage is the masks' own boxes, 8 pixels per byte.
+    assert sum(b.numel() for b in cm.bits) < masks.numel() / 4
+
+
+def test_cropped_masks_from_logits_equals_dense_upsampling():
+    logits = _blobs(9, (256, 256), seed=1)
+    for size in [(61, 203), (300, 97)]:
+        dense = matching.upsample_logits_to_masks(logits, size, chunk=4)
+        cm = matching.CroppedMasks.from_logits(logits, size, chunk=4)
+        assert torch.equal(cm.dense(), dense) and cm.size == size
+    empty = matching.CroppedMasks.from_logits(logits[:0], (10, 20))
+    assert len(empty) == 0 and empty.dense().shape == (0, 10, 20)
+
+
+@pytest.mark.parametrize("max_floats,block", [(10**9, 128), (3000, 128), (10**9, 3), (5000, 4)])
+def test_cropped_masks_intersections_exact_lower_triangle(max_floats, block):
+    torch.manual_seed(2)
+    masks = _blobs(23, (45, 70), seed=2, bias=-0.8) > 0  # sparse, partly disjoint blobs
+    masks[7] = False
+    masks[10, :, :] = False
+    masks[10, 40:, 60:] = True  # small, far from most others
+    brute = (masks[:, None] & masks[None]).flatten(2).sum(-1).double()
+    cm = matching.CroppedMasks.from_masks(masks)
+    idx = torch.tensor([0, 3, 7, 10, 1, 2, 22, 15, 4, 5, 6, 8, 9])
+    got = cm.intersections(idx, max_floats=max_floats, block=block)
+    assert torch.equal(got, torch.tril(brute[idx][:, idx], diagonal=-1))
+
+
+def _reference_score_proposals(seg: ReferenceSegmenter, proposals: Proposals, feats, ori_size):
+    """The straightforward §4.4 pipeline: all kept masks dense at full resolution at once, and for
+    each class the full N x N intersection product over whole images."""
+    cfg = seg.cfg
+    low = proposals.logits > 0
+    emb = matching.pool_mask_features(low, feats, mode=cfg.pooling)
+    scores, labels = matching.label_and_score(emb, seg.memory.prototypes())
+    keep = matching.class_aware_nms(matching.masks_to_boxes(low), proposals.iou, labels, cfg.nms_thr, 800)
+    keep = keep[scores[keep] > 0]
+    up = F.interpolate(proposals.logits[keep][:, None], size=ori_size, mode="bilinear", antialias=True)[:, 0]
+    masks = up > 0
+    nonempty = masks.flatten(1).any(1)
+    keep, masks = keep[nonempty], masks[nonempty]
+    scores, labels, emb = scores[keep], labels[keep], emb[keep]
+    new = scores.clone()
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero(as_tuple=True)[0]
+        m = masks[idx].flatten(1).double()
+        inter = m @ m.T
+        ios = torch.tril(inter / m.sum(1).clamp(min=1)[:, None], diagonal=-1)
+        sem = (emb[idx] @ emb[idx].T).clamp(min=0).double()
+        decay = (ios * sem).amax(dim=1).clamp(max=1.0)
+        new[idx] = (scores[idx].double() * torch.sqrt(1.0 - decay)).float()
+    order = torch.sort(new, descending=True, stable=True).indices[: cfg.num_out_instance]
+    out = masks[order], matching.masks_to_boxes(masks[order]), new[order], labels[order], emb[order]
+    return *out, masks.shape[0]
+
+
+@pytest.mark.parametrize("ori_size", [(123, 157), (480, 640)])
+def test_score_proposals_equals_straightforward_pipeline(ori_size):
+    """Many overlapping proposals of three classes; the bounded pipeline gives identical output."""
+    torch.manual_seed(3)
+    d, n = 8, 90
+    feats = F.interpolate(torch.randn(1, d, 5, 5), size=(37, 37), mode="bilinear")[0].permute(1, 2, 0)
+    logits = _blobs(n, (256, 256), seed=3, bias=-0.8)
+    logits[7] = -1.0  # empty proposal
+    iou = torch.rand(n)
+    protos = F.normalize(torch.randn(3, d), dim=1)
+    seg = ReferenceSegmenter(
+        _bank_with_prototypes(protos), infer_cfg=Sam2InferCfg(num_out_instance=25, nms_thr=0.9)
+    )
+    seg.cfg.merge_chunk = 1  # strips of about one mask: many strips
+    det = seg.score_proposals(Proposals(logits, iou, torch.zeros(n, 2)), feats, ori_size)
+    masks, boxes, scores, labels, emb, n_merged = _reference_score_proposals(
+        seg, Proposals(logits, iou, None), feats, ori_size
+    )
+    assert len(det) == 25 and n_merged > 30 and labels.unique().numel() >= 2
+    assert torch.equal(det.labels, labels) and torch.equal(det.masks, masks) and torch.equal(det.boxes, boxes)
+    assert torch.equal(det.scores, scores) and torch.equal(det.embeddings, emb)
+    decayed = det.scores < matching.label_and_score(det.embeddings, protos)[0] - 1e-6
+    assert decayed.any()  # the merge did something

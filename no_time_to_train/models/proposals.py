@@ -2,16 +2,25 @@
 
 Only SAM2's image encoder, prompt encoder and mask decoder are used, driven here directly: one
 positive point per prompt, best of the three multimask outputs by predicted IoU, and a predicted-IoU
-filter. The decoder is run with the official modules' weights; ``fast=True`` reorders the work so
-that nothing is computed for prompts that the IoU filter drops (see ``_decode``).
+filter. The decoder is run with the official modules' weights. ``fast=True`` (default) computes the
+same numbers with far less work (``models.sam2_decoder``): prompt-independent decoder work once per
+image, the transformer's image-side projections folded into the prompt tokens, and mask upscaling
+only for the prompts that pass the IoU filter and only for their chosen mask token. ``fast=False``
+calls the official ``MaskDecoder.forward`` (every prompt on its own copy of the image tokens); so
+does ``fast=True`` with a decoder whose layout ``models.sam2_decoder`` does not know.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .sam2_decoder import ImageContext, MultiPromptDecoder, supports
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,8 +46,20 @@ def point_grid(points_per_side: int, image_size: int) -> torch.Tensor:
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 
 
+def no_stage_timer(name: str) -> AbstractContextManager:
+    """Default ``stage_timer``: times nothing (see ``scripts/benchmark.py`` for one that does)."""
+    return contextlib.nullcontext()
+
+
 class Sam2PointGridProposer(nn.Module):
-    """Wraps an official ``SAM2Base`` (built by ``models.encoders.build_sam2``)."""
+    """Wraps an official ``SAM2Base`` (built by ``models.encoders.build_sam2``).
+
+    ``point_batch_size`` prompts go through the prompt encoder together (the reference's
+    ``testing_point_bs``); the fast decoder then works on ``decoder_chunk`` prompts at a time and
+    upscales ``upscale_chunk`` at a time (None: 4 and 1 on CPU, where the tensors then mostly stay
+    in cache; 64 and 64 on GPU). Results do not depend on any of them. ``stage_timer(name)`` returns a context manager wrapped around each stage
+    (``sam2_encoder``, ``decoder_transformer``, ``iou_filter``, ``upscaling``).
+    """
 
     def __init__(
         self,
@@ -48,7 +69,8 @@ class Sam2PointGridProposer(nn.Module):
         iou_thr: float = 0.4,
         add_no_mem_embed: bool = False,
         fast: bool = True,
-        upscale_batch_size: int = 32,
+        decoder_chunk: int | None = None,
+        upscale_chunk: int | None = None,
     ):
         super().__init__()
         self.sam2 = sam2
@@ -57,7 +79,9 @@ class Sam2PointGridProposer(nn.Module):
         self.iou_thr = iou_thr
         self.add_no_mem_embed = add_no_mem_embed
         self.fast = fast
-        self.upscale_batch_size = upscale_batch_size
+        self.decoder_chunk = decoder_chunk
+        self.upscale_chunk = upscale_chunk
+        self.stage_timer: Callable[[str], AbstractContextManager] = no_stage_timer
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -74,7 +98,9 @@ class Sam2PointGridProposer(nn.Module):
         _, vision_feats, _, feat_sizes = self.sam2._prepare_backbone_features(backbone_out)
         if self.add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.sam2.no_mem_embed
-        feats = [f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
+        feats = [
+            f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(vision_feats, feat_sizes, strict=True)
+        ]
         return feats[-1], feats[:-1]
 
     # ------------------------------------------------------------------ proposals
@@ -82,13 +108,17 @@ class Sam2PointGridProposer(nn.Module):
     def forward(self, image: torch.Tensor) -> Proposals:
         """``image`` (1, 3, S, S) float in [0, 1], S = SAM2's input size (1024)."""
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
-            raise ValueError(f"expected a {self.image_size}x{self.image_size} image, got {tuple(image.shape)}")
-        embed, high_res = self.image_features(image)
+            raise ValueError(
+                f"expected a {self.image_size}x{self.image_size} image, got {tuple(image.shape)}"
+            )
+        with self.stage_timer("sam2_encoder"):
+            embed, high_res = self.image_features(image)
         grid = point_grid(self.points_per_side, self.image_size).to(image.device)
+        ctx = self._image_context(embed, high_res) if self._use_fast() else None
         logits, ious, points = [], [], []
         for i in range(0, grid.shape[0], self.point_batch_size):
             pts = grid[i : i + self.point_batch_size]
-            lg, iou, kept = self._decode(embed, high_res, pts)
+            lg, iou, kept = self._decode(embed, high_res, pts, ctx)
             logits.append(lg)
             ious.append(iou)
             points.append(pts[kept])
@@ -97,83 +127,113 @@ class Sam2PointGridProposer(nn.Module):
     def _prompt_embeddings(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
         # No box, so the prompt encoder appends its padding point (label -1) to each prompt.
-        sparse, dense = self.sam2.sam_prompt_encoder(points=(points[:, None, :], labels), boxes=None, masks=None)
+        sparse, dense = self.sam2.sam_prompt_encoder(
+            points=(points[:, None, :], labels), boxes=None, masks=None
+        )
         return sparse, dense[:1]  # the dense (no-mask) embedding is the same for every prompt
 
+    def _use_fast(self) -> bool:
+        return self.fast and supports(self.sam2.sam_mask_decoder)
+
+    def _image_context(self, embed: torch.Tensor, high_res: list[torch.Tensor]) -> ImageContext:
+        with self.stage_timer("decoder_transformer"):
+            pe = self.sam2.sam_prompt_encoder.get_dense_pe()
+            dense = self.sam2.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            return MultiPromptDecoder(self.sam2.sam_mask_decoder).prepare(embed, pe, dense, high_res)
+
     def _decode(
-        self, embed: torch.Tensor, high_res: list[torch.Tensor], points: torch.Tensor
+        self,
+        embed: torch.Tensor,
+        high_res: list[torch.Tensor],
+        points: torch.Tensor,
+        ctx: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Best-of-3 mask logits and IoU for the prompts whose predicted IoU > ``iou_thr``.
 
+        ``points`` (B, 2); ``ctx``: the fast decoder's per-image context (made here if None).
         Returns ``(logits (n, s, s), iou (n,), kept (B,) bool)``.
         """
-        sparse, dense = self._prompt_embeddings(points)
-        decoder = self.sam2.sam_mask_decoder
-        image_pe = self.sam2.sam_prompt_encoder.get_dense_pe()
-        if not self.fast:
-            masks, iou, _, _ = decoder(
+        if not self._use_fast():
+            return self._decode_official(embed, high_res, points)
+        if ctx is None:
+            ctx = self._image_context(embed, high_res)
+        with self.stage_timer("decoder_transformer"):
+            sparse, _ = self._prompt_embeddings(points)
+        return self._decode_fast(ctx, sparse)
+
+    def _decode_official(
+        self, embed: torch.Tensor, high_res: list[torch.Tensor], points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The official ``MaskDecoder.forward`` on B copies of the image (the straightforward path)."""
+        with self.stage_timer("decoder_transformer"):
+            sparse, dense = self._prompt_embeddings(points)
+            masks, iou, _, _ = self.sam2.sam_mask_decoder(
                 image_embeddings=embed,
-                image_pe=image_pe,
+                image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=True,
                 repeat_image=True,
                 high_res_features=high_res,
             )
+        with self.stage_timer("iou_filter"):
             best_iou, best = iou.max(dim=1)
             kept = best_iou > self.iou_thr
             chosen = masks[torch.arange(masks.shape[0], device=masks.device), best]
             return chosen[kept], best_iou[kept], kept
-        return self._decode_fast(decoder, embed, image_pe, sparse, dense, high_res)
 
-    def _decode_fast(self, decoder, embed, image_pe, sparse, dense, high_res):  # noqa: ANN001
-        """The official ``MaskDecoder.predict_masks`` computation, reordered.
+    def _decode_fast(
+        self, ctx: ImageContext, sparse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The official ``MaskDecoder.predict_masks`` computation, reordered (``models.sam2_decoder``).
 
-        The two-way transformer must run per prompt (its image tokens are updated by each prompt's
-        tokens), but the IoU head needs only the transformer's IoU token. So: transformer -> IoU
-        -> filter -> upscaling and hypernetwork only for the kept prompts and only for the chosen
-        mask token. Outputs equal the official path within float noise.
+        The two-way transformer's blocks must run for every prompt (its image tokens are updated by
+        the prompt's tokens), but the IoU head needs only the IoU token. So, chunk by chunk: blocks
+        -> final attention of the IoU token -> IoU -> filter -> for the kept prompts only, final
+        attention of the chosen mask token, its hypernetwork and the upscaling.
         """
-        b = sparse.shape[0]
-        s = 1 if decoder.pred_obj_scores else 0
-        weights = [decoder.iou_token.weight, decoder.mask_tokens.weight]
-        if s:
-            weights.insert(0, decoder.obj_score_token.weight)
-        tokens = torch.cat([torch.cat(weights, dim=0)[None].expand(b, -1, -1), sparse], dim=1)
-        src = (embed + dense).expand(b, -1, -1, -1)
-        pos = image_pe.expand(b, -1, -1, -1)
-        hs, src_out = decoder.transformer(src, pos, tokens)
-        iou = decoder.iou_prediction_head(hs[:, s, :])  # (B, num_mask_tokens); sigmoid inside if configured
-        best_iou, best = iou[:, 1:].max(dim=1)
-        best = best + 1  # multimask outputs are tokens 1..3
-        kept = best_iou > self.iou_thr
-        idx = kept.nonzero(as_tuple=True)[0]
-        c, h, w = embed.shape[1:]
-        mask_tokens_out = hs[:, s + 1 : s + 1 + decoder.num_mask_tokens, :]
-        out = []
-        for i in range(0, idx.numel(), self.upscale_batch_size):
-            sel = idx[i : i + self.upscale_batch_size]
-            x = src_out[sel].transpose(1, 2).reshape(sel.numel(), c, h, w)
-            if decoder.use_high_res_features:
-                dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
-                feat_s0, feat_s1 = high_res
-                up = act2(dc2(act1(ln1(dc1(x) + feat_s1))) + feat_s0)
-            else:
-                up = decoder.output_upscaling(x)
-            hyper = _hypernetwork(decoder, mask_tokens_out[sel], best[sel])
-            n, cu, hu, wu = up.shape
-            out.append(torch.bmm(hyper[:, None, :], up.reshape(n, cu, hu * wu)).reshape(n, hu, wu))
-        if out:
-            logits = torch.cat(out)
-        else:
-            logits = embed.new_zeros((0, 4 * h, 4 * w))
-        return logits, best_iou[kept], kept
+        dec = MultiPromptDecoder(self.sam2.sam_mask_decoder)
+        cpu = sparse.device.type == "cpu"
+        chunk = self.decoder_chunk or (4 if cpu else 64)
+        h, w = ctx.size
+        logits, ious, kept_all = [], [], []
+        for i in range(0, sparse.shape[0], chunk):
+            with self.stage_timer("decoder_transformer"):
+                tokens = dec.tokens(sparse[i : i + chunk])
+                queries, keys = dec.two_way_blocks(ctx, tokens)
+                iou_rows = torch.full((tokens.shape[0], 1), dec.iou_row(), device=tokens.device)
+                iou_token = dec.final_attention(ctx, queries, tokens, keys, iou_rows)[:, 0]
+            with self.stage_timer("iou_filter"):
+                iou = dec.predict_iou(iou_token)
+                best_iou, best = iou[:, 1:].max(dim=1)
+                best = best + 1  # multimask outputs are tokens 1..3
+                kept = best_iou > self.iou_thr
+                kept_all.append(kept)
+                ious.append(best_iou[kept])
+            if kept.any():
+                with self.stage_timer("upscaling"):
+                    if not kept.all():  # (indexing copies the image tokens)
+                        queries, tokens, keys, best = queries[kept], tokens[kept], keys[kept], best[kept]
+                    rows = (dec.iou_row() + 1 + best)[:, None]
+                    mask_token = dec.final_attention(ctx, queries, tokens, keys, rows)[:, 0]
+                    hyper = _hypernetwork(dec.dec, mask_token, best)
+                    step = self.upscale_chunk or (1 if cpu else chunk)  # CPU: ~12 MB per prompt, in cache
+                    for j in range(0, keys.shape[0], step):
+                        logits.append(dec.mask_logits(ctx, keys[j : j + step], hyper[j : j + step]))
+        if not logits:
+            logits.append(ctx.keys0.new_zeros((0, 4 * h, 4 * w)))
+        return torch.cat(logits), torch.cat(ious), torch.cat(kept_all)
 
 
-def _hypernetwork(decoder, mask_tokens_out: torch.Tensor, token_idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-    """Hypernetwork weights (n, c) of the chosen mask token of each prompt, grouped by token."""
-    out = mask_tokens_out.new_empty((token_idx.numel(), decoder.output_hypernetworks_mlps[0].layers[-1].out_features))
+def _hypernetwork(decoder: nn.Module, mask_token: torch.Tensor, token_idx: torch.Tensor) -> torch.Tensor:
+    """Hypernetwork weights ``(n, C/8)`` of the chosen mask token of each prompt, grouped by token.
+
+    ``mask_token`` (n, C) the chosen mask token's transformer output; ``token_idx`` (n,) which of
+    the ``num_mask_tokens`` it is (its hypernetwork MLP).
+    """
+    mlps = decoder.output_hypernetworks_mlps
+    out = mask_token.new_empty((token_idx.numel(), mlps[0].layers[-1].out_features))
     for t in token_idx.unique().tolist():
         rows = (token_idx == t).nonzero(as_tuple=True)[0]
-        out[rows] = decoder.output_hypernetworks_mlps[t](mask_tokens_out[rows, t])
+        out[rows] = mlps[t](mask_token[rows])
     return out

@@ -9,6 +9,8 @@ features ``(B, g, g, D)`` (DINOv2: resized to 518, g = 37). Proposer contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +20,7 @@ from torch import nn
 from ..config import Sam2InferCfg
 from . import matching
 from .memory_bank import MemoryBank
-from .proposals import Proposals
+from .proposals import Proposals, no_stage_timer
 
 
 @dataclass
@@ -66,10 +68,14 @@ class ReferenceSegmenter(nn.Module):
         self.encoder = encoder
         self.proposer = proposer
         self.cfg = infer_cfg or Sam2InferCfg()
+        # Context manager around each test-time stage (``scripts/benchmark.py`` times them).
+        self.stage_timer: Callable[[str], AbstractContextManager] = no_stage_timer
 
     # ------------------------------------------------------------------ references
     @torch.no_grad()
-    def encode_references(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_references(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch features and mask weights of reference crops.
 
         Args:
@@ -92,36 +98,51 @@ class ReferenceSegmenter(nn.Module):
         proposals = self.proposer(image)
         if len(proposals) == 0:
             return Detections.empty(ori_size, self.memory.feat_dim, image.device)
-        feats = self.encoder(image)[0]
+        with self.stage_timer("dinov2"):
+            feats = self.encoder(image)[0]
         return self.score_proposals(proposals, feats, ori_size)
 
-    def score_proposals(self, proposals: Proposals, feats: torch.Tensor, ori_size: tuple[int, int]) -> Detections:
+    def score_proposals(
+        self, proposals: Proposals, feats: torch.Tensor, ori_size: tuple[int, int]
+    ) -> Detections:
         """Label, suppress and re-score proposals (method-spec §4.4 steps 2-10).
 
         Args:
             proposals: low-resolution logits and SAM2 IoUs; feats: ``(g, g, D)`` target features.
+
+        Full-resolution masks are made in chunks and kept cropped to their boxes, bit-packed
+        (``matching.CroppedMasks``); only the final ``num_out_instance`` are expanded to dense
+        ``(N, H, W)`` masks.
         """
         cfg = self.cfg
         device = feats.device
-        low_masks = proposals.logits > 0
-        emb = matching.pool_mask_features(low_masks, feats, mode=cfg.pooling)
-        scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
-        boxes = matching.masks_to_boxes(low_masks)
-        keep = matching.class_aware_nms(boxes, proposals.iou, labels, cfg.nms_thr, 8 * cfg.num_out_instance)
-        keep = keep[scores[keep] > 0]  # also drops NaN scores of empty masks
+        timer = self.stage_timer
+        with timer("pooling"):
+            low_masks = proposals.logits > 0
+            emb = matching.pool_mask_features(low_masks, feats, mode=cfg.pooling)
+            scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
+        with timer("nms"):
+            boxes = matching.masks_to_boxes(low_masks)
+            keep = matching.class_aware_nms(
+                boxes, proposals.iou, labels, cfg.nms_thr, 8 * cfg.num_out_instance
+            )
+            keep = keep[scores[keep] > 0]  # also drops NaN scores of empty masks
         if keep.numel() == 0:
             return Detections.empty(ori_size, emb.shape[1], device)
-        masks = matching.upsample_logits_to_masks(proposals.logits[keep], ori_size)
-        # A mask can vanish when upsampled; it cannot match anything and the IoS is undefined.
-        nonempty = masks.flatten(1).any(dim=1)
-        keep, masks = keep[nonempty], masks[nonempty]
+        with timer("full_res"):
+            masks = matching.CroppedMasks.from_logits(proposals.logits[keep], ori_size)
+            # A mask can vanish when upsampled; it cannot match anything and the IoS is undefined.
+            nonempty = masks.areas > 0
+            keep, masks = keep[nonempty], masks.select(nonempty)
         scores, labels, emb = scores[keep], labels[keep], emb[keep]
-        scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=cfg.merge_chunk)
-        order = torch.sort(scores, descending=True, stable=True).indices[: cfg.num_out_instance]
-        masks = masks[order]
+        with timer("merge"):
+            scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=cfg.merge_chunk)
+            order = torch.sort(scores, descending=True, stable=True).indices[: cfg.num_out_instance]
+        with timer("full_res"):
+            dense = masks.dense(order)
         return Detections(
-            masks=masks,
-            boxes=matching.masks_to_boxes(masks),
+            masks=dense,
+            boxes=masks.boxes[order].float(),
             scores=scores[order],
             labels=labels[order],
             embeddings=emb[order],
