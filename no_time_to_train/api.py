@@ -104,10 +104,11 @@ class FewShotSegmenter:
         encoder: str = "dinov2_large",
         encoder_ckpt: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth",
         device: str | None = None,
+        precision: str = "fp32",
         **infer_cfgs: object,
     ) -> FewShotSegmenter:
-        """Build from checkpoint paths; ``infer_cfgs`` override ``sam2_infer_cfgs`` keys
-        (e.g. ``points_per_side=16``)."""
+        """Build from checkpoint paths; ``precision`` ("fp32", "bf16", "fp16") autocasts the
+        networks; ``infer_cfgs`` override ``sam2_infer_cfgs`` keys (e.g. ``points_per_side=16``)."""
         unknown = set(infer_cfgs) - {f.name for f in dataclasses.fields(Sam2InferCfg)}
         if unknown:
             raise UserInputError(f"Unknown sam2_infer_cfgs key(s): {sorted(unknown)}.")
@@ -116,6 +117,7 @@ class FewShotSegmenter:
             sam2_ckpt_path=sam2_ckpt,
             encoder_ckpt_path=encoder_ckpt,
             sam2_infer_cfgs=Sam2InferCfg(**infer_cfgs),  # type: ignore[arg-type]
+            encoder_precision=precision,  # type: ignore[arg-type]
         )
         cfg.encoder_cfg.name = encoder
         return cls(class_names, cfg, device)
@@ -202,7 +204,9 @@ class FewShotSegmenter:
         return len(classes)
 
     def _reference_encoder(self) -> ReferenceSegmenter:
-        return ReferenceSegmenter(MemoryBank(1, 1, self.feat_dim), encoder=self.encoder)
+        return ReferenceSegmenter(
+            MemoryBank(1, 1, self.feat_dim), encoder=self.encoder, precision=self.cfg.encoder_precision
+        )
 
     @torch.inference_mode()
     def boxes_to_masks(self, image: ImageLike, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:

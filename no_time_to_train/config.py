@@ -49,7 +49,7 @@ class Sam2InferCfg:
     pooling: Literal["separable", "dense"] = "separable"
     """Mask-feature pooling: 'separable' (same numbers, far fewer FLOPs) or 'dense' (reference)."""
     merge_chunk: int = 64
-    """Masks per chunk in the full-resolution intersection computation of the soft merge."""
+    """Memory budget of the soft merge's full-resolution work: about ``merge_chunk x H x W`` floats."""
 
 
 @dataclass

@@ -153,6 +153,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
                 encoder=self.build_encoder() if needs_encoder else None,
                 proposer=self.build_proposer() if self.test_mode == "test" else None,
                 infer_cfg=self.model_cfg.sam2_infer_cfgs,
+                precision=self.model_cfg.encoder_precision,
             )
         self._outputs = []
         self.results = None

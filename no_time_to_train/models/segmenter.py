@@ -9,6 +9,7 @@ features ``(B, g, g, D)`` (DINOv2: resized to 518, g = 37). Proposer contract:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ class Detections:
         )
 
 
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class ReferenceSegmenter(nn.Module):
     """Training-free reference-based instance segmentation (the reference's
     ``Sam2MatchingBaselineNoAMG``)."""
@@ -62,8 +66,14 @@ class ReferenceSegmenter(nn.Module):
         encoder: nn.Module | None = None,
         proposer: nn.Module | None = None,
         infer_cfg: Sam2InferCfg | None = None,
+        precision: str = "fp32",
     ):
+        """``precision`` ("fp32", "bf16", "fp16") autocasts the network forward passes only; the
+        matching steps always run in float32 on their float32 outputs."""
         super().__init__()
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+        self.precision = precision
         self.memory = memory
         self.encoder = encoder
         self.proposer = proposer
@@ -84,7 +94,9 @@ class ReferenceSegmenter(nn.Module):
             ``feats (B, P, D)`` and ``weights (B, P)``, P = g*g. The mask is sampled on the patch
             grid with nearest interpolation (the top-left pixel of each patch), as the reference.
         """
-        feats = self.encoder(images)
+        with self._autocast(images.device):
+            feats = self.encoder(images)
+        feats = feats.float()
         b, g, _, d = feats.shape
         weights = F.interpolate(masks[:, None].float(), size=(g, g), mode="nearest")[:, 0]
         return feats.reshape(b, g * g, d), weights.reshape(b, g * g)
@@ -95,12 +107,19 @@ class ReferenceSegmenter(nn.Module):
         """``image`` (1, 3, S, S) in [0, 1] (the target squashed to S x S); ``ori_size`` (H, W)."""
         if not self.memory.is_postprocessed:
             raise RuntimeError("the memory bank is not postprocessed; run postprocess_memory first")
-        proposals = self.proposer(image)
-        if len(proposals) == 0:
-            return Detections.empty(ori_size, self.memory.feat_dim, image.device)
-        with self.stage_timer("dinov2"):
-            feats = self.encoder(image)[0]
-        return self.score_proposals(proposals, feats, ori_size)
+        with self._autocast(image.device):
+            proposals = self.proposer(image)
+            if len(proposals) == 0:
+                return Detections.empty(ori_size, self.memory.feat_dim, image.device)
+            with self.stage_timer("dinov2"):
+                feats = self.encoder(image)[0]
+        proposals = Proposals(proposals.logits.float(), proposals.iou.float(), proposals.points)
+        return self.score_proposals(proposals, feats.float(), ori_size)
+
+    def _autocast(self, device: torch.device) -> AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[self.precision])
 
     def score_proposals(
         self, proposals: Proposals, feats: torch.Tensor, ori_size: tuple[int, int]
