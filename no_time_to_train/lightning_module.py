@@ -7,6 +7,7 @@ evaluates. Saving the bank (``--out_path``) and final evaluation are driven by `
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -161,7 +162,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def test_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.dataset = self.build_dataset(self.test_mode)
-        workers = self.data_load_cfgs.workers if self.test_mode != "postprocess_memory" else 0
+        # More workers than cores only adds contention (the configs ask for 4).
+        workers = min(self.data_load_cfgs.workers, os.cpu_count() or 1)
+        workers = workers if self.test_mode != "postprocess_memory" else 0
         return DataLoader(
             self.dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_identity_collate,
             pin_memory=torch.cuda.is_available(), drop_last=False,
