@@ -751,3 +751,21 @@ def test_user_errors_in_ddp_processes(tmp_path, synth):
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"error (process 1): Could not read image {root / name}" in proc.stderr
     assert "error: another process of this multi-device run stopped" in proc.stderr
+
+
+def test_target_annotations_of_unlisted_categories_are_ignored(tmp_path, synth):
+    """Targets whose json keeps annotations of categories it does not list (the README's custom
+    example) evaluate and visualise the selected classes only."""
+    import json
+
+    from no_time_to_train.dataset.coco_ref_dataset import COCORefTestDataset
+
+    data = json.loads(open(synth["val_json"]).read())
+    bird = next(c for c in data["categories"] if c["name"] == "bird")
+    data["categories"] = [bird]
+    path = tmp_path / "targets.json"
+    path.write_text(json.dumps(data))
+    ds = COCORefTestDataset(synth["val_img_dir"], str(path), cat_names=["bird"])
+    assert {a["category_id"] for a in ds.coco.dataset["annotations"]} == {bird["id"]}
+    for img_id in ds.img_ids:
+        assert set(ds.gt_by_image(img_id)) <= {0}

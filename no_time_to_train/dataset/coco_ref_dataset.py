@@ -238,8 +238,10 @@ class COCORefTestDataset(Dataset):
             self.cat_ids, _ = select_categories(coco, cat_names, class_split, where)
         self.cat_names = [coco.cats[c]["name"] for c in self.cat_ids]
         self.cat_inds_to_ids = dict(enumerate(self.cat_ids))
-        if set(self.cat_ids) != set(coco.getCatIds()):
-            keep = set(self.cat_ids)
+        keep = set(self.cat_ids)
+        # Ground truth of the selected classes only. Annotations may also name categories that the
+        # json does not list (the custom example's targets keep every COCO annotation).
+        if any(a["category_id"] not in keep for a in coco.dataset.get("annotations", [])):
             data = dict(coco.dataset)
             data["annotations"] = [a for a in coco.dataset.get("annotations", []) if a["category_id"] in keep]
             coco = coco_from_dict(data)
