@@ -105,7 +105,9 @@ def image_file_name(info: dict) -> str:
     """An image's file name; LVIS jsons give only ``coco_url``, whose last part is the name."""
     name = info.get("file_name") or os.path.basename(str(info.get("coco_url", "")))
     if not name:
-        raise DatasetError(f"Image {info.get('id')} of the annotation file has neither file_name nor coco_url.")
+        raise DatasetError(
+            f"Image {info.get('id')} of the annotation file has neither file_name nor coco_url."
+        )
     return name
 
 
