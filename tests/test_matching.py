@@ -83,14 +83,6 @@ def test_nms_is_ranked_by_sam_iou_not_semantic_score():
     assert matching.class_aware_nms(boxes, sam_iou, labels, 0.5, max_keep=1).tolist() == [1]
 
 
-def test_pairwise_intersections_exact():
-    torch.manual_seed(1)
-    m = torch.rand(9, 40, 50) > 0.5
-    m[:, :5] = False  # the crop to the common box must not change anything
-    brute = (m[:, None] & m[None]).flatten(2).sum(-1).double()
-    assert torch.equal(matching.pairwise_intersections(m, chunk=4), brute)
-
-
 def test_semantic_soft_merge_known_answer():
     m = torch.zeros(4, 10, 10, dtype=torch.bool)
     m[0, :, :5] = True  # 50 px, ranked first

@@ -156,32 +156,6 @@ def upsample_logits_to_masks(logits: torch.Tensor, size: tuple[int, int], chunk:
     return out
 
 
-def pairwise_intersections(masks: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """``(N, N)`` pixel counts ``|B_i ∩ B_j|`` of boolean masks ``(N, H, W)``.
-
-    The masks are cropped to their common bounding box and multiplied chunk by chunk, so at most
-    ``2 * chunk`` float masks exist at once. float32 sums of 0/1 values are exact below 2**24
-    pixels per mask; larger crops use float64.
-    """
-    n = masks.shape[0]
-    if n == 0:
-        return torch.zeros((0, 0), dtype=torch.float64, device=masks.device)
-    union = masks.any(dim=0)
-    ys = union.any(dim=1).nonzero()
-    xs = union.any(dim=0).nonzero()
-    if ys.numel() == 0:
-        return torch.zeros((n, n), dtype=torch.float64, device=masks.device)
-    crop = masks[:, ys[0, 0] : ys[-1, 0] + 1, xs[0, 0] : xs[-1, 0] + 1].reshape(n, -1)
-    dtype = torch.float32 if crop.shape[1] < 2**24 else torch.float64
-    inter = torch.empty((n, n), dtype=torch.float64, device=masks.device)
-    for i in range(0, n, chunk):
-        a = crop[i : i + chunk].to(dtype)
-        for j in range(0, n, chunk):
-            b = crop[j : j + chunk].to(dtype)
-            inter[i : i + chunk, j : j + chunk] = (a @ b.T).double()
-    return inter
-
-
 def semantic_soft_merge(
     masks: torch.Tensor | CroppedMasks,
     scores: torch.Tensor,
