@@ -27,11 +27,11 @@ from PIL import Image
 from . import memory_file
 from .builders import build_encoder, build_proposer, build_sam2_model, encoder_feat_dim
 from .config import ModelCfg, Sam2InferCfg
-from .dataset.coco_ref_dataset import make_reference_crop
 from .dataset.image_io import as_pil_rgb, pil_to_tensor, square_tensor
 from .errors import UserInputError
 from .models.memory_bank import MemoryBank
 from .models.segmenter import ReferenceSegmenter
+from .pipeline import references
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -91,7 +91,7 @@ class FewShotSegmenter:
             proposer = build_proposer(self.cfg, self._sam2)
         self.proposer = proposer.to(self.device).eval()
         self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
-        self._refs: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (class, fg feats, fg weights)
+        self._refs: list[references.ReferenceEntry] = []
         self.segmenter: ReferenceSegmenter | None = None
 
     # ------------------------------------------------------------------ construction
@@ -165,41 +165,48 @@ class FewShotSegmenter:
             image: path, PIL image or (H, W[, 3]) array.
             label: class name or index, one for all instances or one per instance.
             masks: (H, W) or (N, H, W), non-zero inside each instance.
-            boxes: (N, 4) pixel XYXY boxes, turned into masks with SAM2 when ``masks`` is None.
+            boxes: (N, 4) pixel XYXY boxes. With ``masks`` they set the crop windows (as the
+                annotation ``bbox`` in ``fill_memory``); alone, SAM2 turns them into masks. Without
+                boxes the crop window is the mask's tight box.
         """
         pil = as_pil_rgb(image)
+        box_arr = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if masks is None:
-            if boxes is None:
+            if box_arr is None:
                 raise UserInputError("add_reference needs masks or boxes for the reference instances.")
-            masks = self.boxes_to_masks(pil, boxes)
+            masks = self.boxes_to_masks(pil, box_arr)
         m = torch.as_tensor(np.asarray(masks)).bool()
         m = m[None] if m.ndim == 2 else m
         if m.ndim != 3 or tuple(m.shape[1:]) != (pil.height, pil.width):
             raise UserInputError(
                 f"Reference masks must be (H, W) or (N, H, W) with H, W = {pil.height}, {pil.width}; got {tuple(m.shape)}."
             )
+        if box_arr is not None and len(box_arr) != m.shape[0]:
+            raise UserInputError(f"Got {len(box_arr)} boxes for {m.shape[0]} masks.")
         labels = [label] * m.shape[0] if isinstance(label, (str, int)) else list(label)
         if len(labels) != m.shape[0]:
             raise UserInputError(f"Got {len(labels)} labels for {m.shape[0]} instances.")
         classes = [self._class_index(x) for x in labels]
         img = pil_to_tensor(pil)
-        size, ratio = self.cfg.encoder_cfg.img_size, self.context_ratio
-        for c, mask in zip(classes, m, strict=True):
-            ys, xs = mask.nonzero(as_tuple=True)
-            if ys.numel() == 0:
+        encoder = self._reference_encoder()
+        size = self.cfg.encoder_cfg.img_size
+        for i, (c, mask) in enumerate(zip(classes, m, strict=True)):
+            if not mask.any():
                 raise UserInputError(f"A reference mask of class {self.class_names[c]!r} is empty.")
-            x1, y1, x2, y2 = xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1
-            crop, mcrop, _ = make_reference_crop(img, mask, [x1, y1, x2 - x1, y2 - y1], ratio, size)
-            feats, weights = self._reference_encoder().encode_references(
-                crop[None].to(self.device), mcrop[None].to(self.device)
+            # A given box sets the crop window, as the annotation's bbox does in fill_memory.
+            box = None
+            if box_arr is not None:
+                x1, y1, x2, y2 = box_arr[i].tolist()
+                box = [x1, y1, x2 - x1, y2 - y1]
+            entry = references.encode_reference(
+                encoder, img, mask, c, box, self.context_ratio, size, self.device
             )
-            fg = weights[0] > 0
-            if not fg.any():
+            if entry.is_empty:
                 raise UserInputError(
                     f"A reference of class {self.class_names[c]!r} is too small: no patch of the "
                     f"{size}x{size} crop samples it. Use a larger instance."
                 )
-            self._refs.append((c, feats[0][fg].to("cpu", torch.float16), weights[0][fg].cpu()))
+            self._refs.append(entry)
         self.segmenter = None  # the memory must be rebuilt
         return len(classes)
 
@@ -227,25 +234,14 @@ class FewShotSegmenter:
         """Fill and postprocess the memory bank from the references added so far."""
         if not self._refs:
             raise UserInputError("No references: call add_reference first.")
-        counts = np.bincount([c for c, _, _ in self._refs], minlength=len(self.class_names))
+        counts = np.bincount([e.class_idx for e in self._refs], minlength=len(self.class_names))
         missing = [n for n, k in zip(self.class_names, counts, strict=True) if k == 0]
         if missing:
             raise UserInputError(f"No reference for class(es) {missing}; add at least one per class.")
         inf = self.cfg.sam2_infer_cfgs
-        bank = MemoryBank(
-            len(self.class_names), int(counts.max()), self.feat_dim, inf.kmeans_k, inf.n_pca_components
+        bank = references.build_bank(
+            self._refs, len(self.class_names), self.feat_dim, inf.kmeans_k, inf.n_pca_components
         )
-        slots, seen = [], [0] * len(self.class_names)
-        for c, _, _ in self._refs:
-            slots.append(seen[c])
-            seen[c] += 1
-        bank.fill_packed(
-            torch.tensor([c for c, _, _ in self._refs]),
-            torch.tensor(slots),
-            [f for _, f, _ in self._refs],
-            [w for _, _, w in self._refs],
-        )
-        bank.postprocess()
         self._use_bank(bank)
 
     def _use_bank(self, bank: MemoryBank) -> None:
@@ -254,6 +250,7 @@ class FewShotSegmenter:
             encoder=self.encoder,
             proposer=self.proposer,
             infer_cfg=self.cfg.sam2_infer_cfgs,
+            precision=self.cfg.encoder_precision,
         )
 
     def _meta(self, bank: MemoryBank) -> dict:
@@ -275,16 +272,14 @@ class FewShotSegmenter:
         inf = self.cfg.sam2_infer_cfgs
         c, k = meta.get("category_num", len(self.class_names)), meta.get("length", 1)
         bank = MemoryBank(c, k, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
-        memory_file.check_meta(ckpt, self._meta(bank), path)
         if meta.get("class_names") and meta["class_names"] != self.class_names:
             raise UserInputError(
                 f"{path} holds classes {meta['class_names']} but this segmenter has {self.class_names}."
             )
         if c != len(self.class_names):
             raise UserInputError(f"{path} holds {c} classes but this segmenter has {len(self.class_names)}.")
-        bank.load_state_dict(memory_file.bank_state(ckpt["state_dict"]), strict=True)
-        if not bank.is_postprocessed:
-            bank.postprocess()
+        memory_file.load_into(bank, ckpt, self._meta(bank), path)
+        memory_file.require_postprocessed(bank, f"Loading {path}", "load_memory(...) of")
         self._refs = []
         self._use_bank(bank)
 

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .evaluation import encode_detections, evaluate_coco, gather_indexed
 from .models.memory_bank import MemoryBank
 from .models.segmenter import ReferenceSegmenter
+from .pipeline import references
 
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
 
@@ -95,6 +96,14 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         if mode in ("fill_memory", "vis_memory"):
             c = self.dataset_cfgs.fill_memory
             self._check_dataset_cfg(c, "fill_memory")
+            enc = self.model_cfg.encoder_cfg
+            if c.image_size != enc.img_size:
+                # The encoder resizes its input to img_size: a different crop size would resize twice.
+                raise ConfigError(
+                    f"dataset_cfgs.fill_memory.image_size ({c.image_size}) must equal "
+                    f"model_cfg.encoder_cfg.img_size ({enc.img_size}): reference crops are made at the "
+                    "encoder's input size. Set both to the same value."
+                )
             ds = COCOMemoryFillCropDataset(
                 root=c.root, json_file=c.json_file, memory_pkl=c.memory_pkl, image_size=c.image_size,
                 memory_length=self.model_cfg.memory_bank_cfg.length, context_ratio=c.context_ratio,
@@ -105,6 +114,10 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         if mode == "test":
             c = self.dataset_cfgs.test
             self._check_dataset_cfg(c, "test")
+            if c.image_size != 1024:
+                raise ConfigError(
+                    f"dataset_cfgs.test.image_size={c.image_size}: SAM2 takes 1024x1024 inputs; set it to 1024."
+                )
             bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
             return COCORefTestDataset(
                 root=c.root, json_file=c.json_file, image_size=c.image_size, class_split=c.class_split,
@@ -174,12 +187,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def on_test_start(self) -> None:
         if self.test_mode == "fill_memory" and self.memory.is_filled:
             raise ConfigError("fill_memory starts from an empty bank; do not pass --ckpt_path in this mode.")
-        if self.test_mode in ("test", "vis_memory") and not self.memory.is_postprocessed:
-            what = "a memory file written by fill_memory" if self.memory.is_filled else "no memory file"
-            raise ConfigError(
-                f"--model.test_mode {self.test_mode} needs a postprocessed memory (--ckpt_path "
-                f"memory_postprocessed.ckpt), but got {what}. Run fill_memory and then postprocess_memory."
-            )
+        if self.test_mode in ("test", "vis_memory"):
+            memory_file.require_postprocessed(self.memory, f"--model.test_mode {self.test_mode}")
         if self.test_mode == "postprocess_memory" and not self.memory.is_filled:
             raise ConfigError("postprocess_memory needs --ckpt_path of a memory file written by fill_memory.")
         if self.test_mode == "test":
@@ -199,13 +208,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
         item = batch[0]
         if self.test_mode == "fill_memory":
-            feats, weights = self.segmenter.encode_references(item["image"][None], item["mask"][None])
-            fg = weights[0] > 0
-            # Only foreground patches matter downstream; ship them in half precision.
-            self._outputs.append((item["index"], {
-                "class_idx": item["class_idx"], "slot": item["slot"],
-                "feats": feats[0][fg].to("cpu", torch.float16), "weights": weights[0][fg].cpu(),
-            }))  # fmt: skip
+            entry = references.encode_crop(self.segmenter, item["image"], item["mask"], item["class_idx"])
+            self._outputs.append((item["index"], (entry, item["slot"])))
         elif self.test_mode == "postprocess_memory":
             if self.memory.is_postprocessed:
                 print("The memory is already postprocessed; writing it unchanged.")
@@ -251,17 +255,16 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         ds = self.dataset
         if len(items) != len(ds):
             raise RuntimeError(f"fill_memory gathered {len(items)} references, expected {len(ds)}")
-        class_idx = torch.tensor([x["class_idx"] for x in items])
-        slots = torch.tensor([x["slot"] for x in items])
-        self.memory.fill_packed(class_idx, slots, [x["feats"] for x in items], [x["weights"] for x in items])
+        entries = [entry for entry, _ in items]
+        references.fill_bank(self.memory, entries, [slot for _, slot in items])
         self.memory.mem_cat_ids.copy_(torch.tensor(ds.cat_ids, dtype=torch.long))
-        self._check_reference_masks(items)
+        self._check_reference_masks(entries)
 
-    def _check_reference_masks(self, items: list[dict]) -> None:
+    def _check_reference_masks(self, items: list[references.ReferenceEntry]) -> None:
         """A reference whose mask has no pixel on the patch grid after cropping adds nothing; a
         class made only of such references would get an undefined (NaN) prototype."""
         ds, c = self.dataset, self.dataset_cfgs.fill_memory
-        empty = [i for i, x in enumerate(items) if float(x["weights"].sum()) <= 0]
+        empty = [i for i, x in enumerate(items) if x.is_empty]
         if not empty:
             return
         ann_ids = [ds.items[i]["ann_id"] for i in empty]
@@ -310,7 +313,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
         # Only the bank is stored; backbones come from their own checkpoints.
-        return self.memory.load_state_dict(memory_file.bank_state(state_dict), strict=True)
+        path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
+        return memory_file.load_bank_state(self.memory, state_dict, path)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict:
         """Only the memory bank: this is what ``--out_path`` files contain."""

@@ -83,6 +83,36 @@ def bank_state(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
 
 
+def load_bank_state(bank: MemoryBank, state_dict: dict[str, Any], path: str = "the memory file") -> Any:
+    """Load a file's ``memory.*`` buffers into ``bank`` (strict); CheckpointError naming the path."""
+    try:
+        return bank.load_state_dict(bank_state(state_dict), strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: its memory bank does not fit this configuration ({str(e).splitlines()[0]}). Re-create "
+            "it with --model.test_mode fill_memory and then postprocess_memory."
+        ) from e
+
+
+def load_into(bank: MemoryBank, checkpoint: dict, expected: dict, path: str) -> dict:
+    """Validate a read file against ``expected`` (a ``make_meta`` dict), load it into ``bank``, and
+    return its meta. The CLI does the same in two steps through Lightning's checkpoint hooks."""
+    meta = check_meta(checkpoint, expected, path)
+    load_bank_state(bank, checkpoint["state_dict"], path)
+    return meta
+
+
+def require_postprocessed(bank: MemoryBank, what: str, source: str = "--ckpt_path") -> None:
+    """Refuse to segment with a bank that postprocess_memory has not finished (CLI and API alike)."""
+    if bank.is_postprocessed:
+        return
+    got = "a memory file written by fill_memory" if bank.is_filled else "no memory file"
+    raise CheckpointError(
+        f"{what} needs a postprocessed memory ({source} memory_postprocessed.ckpt), but got {got}. "
+        "Run fill_memory and then postprocess_memory."
+    )
+
+
 def read(path: str, mmap: bool = False) -> dict:
     """Load a memory file (plain tensors and types only); CheckpointError naming the path.
 

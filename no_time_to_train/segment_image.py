@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.memory:
         seg.load_memory(args.memory)
     for name, path, masks, boxes in refs:
-        seg.add_reference(path, name, masks=masks, boxes=boxes if masks is None else None)
+        seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
     if args.save_memory:
         seg.save_memory(args.save_memory)
     written = []

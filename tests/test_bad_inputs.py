@@ -28,16 +28,13 @@ from PIL import Image
 from torch import nn
 
 from no_time_to_train import memory_file
-from no_time_to_train.dataset.coco_ref_dataset import (
-    COCOMemoryFillCropDataset,
-    COCORefTestDataset,
-    crop_window,
-)
+from no_time_to_train.dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.dataset.image_io import load_rgb
 from no_time_to_train.errors import DatasetError
 from no_time_to_train.exports import export_prediction
 from no_time_to_train.io_utils import atomic_save_json
 from no_time_to_train.models.matching import class_prototypes
+from no_time_to_train.pipeline.references import crop_window
 from no_time_to_train.models.proposals import Proposals
 from no_time_to_train.models.segmenter import Detections
 

@@ -15,12 +15,60 @@ from no_time_to_train.models.proposals import Proposals, point_grid
 from no_time_to_train.models.segmenter import ReferenceSegmenter
 
 
-def test_point_grid_matches_reference_coordinates():
+def test_point_grid_matches_reference_coordinates_and_order():
     g = point_grid(32, 1024)
     assert g.shape == (1024, 2)
     ticks = torch.linspace(0, 1023, 32) + 0.5
-    assert torch.allclose(g[:32, 0], ticks) and torch.all(g[:32, 1] == 0.5)  # x varies fastest
-    assert g[-1].tolist() == [1023.5, 1023.5]
+    # The reference's meshgrid(x, y, indexing="ij") order: x varies slowest, y fastest.
+    assert torch.all(g[:32, 0] == 0.5) and torch.allclose(g[:32, 1], ticks)
+    assert torch.allclose(g[::32, 0], ticks) and g[-1].tolist() == [1023.5, 1023.5]
+
+
+def test_equal_sam_iou_tie_keeps_the_prompt_first_in_reference_order():
+    """Four prompts of a 2x2 grid, each proposing the image minus a notch at its point. The two
+    off-diagonal prompts have exactly equal predicted IoU; NMS keeps the first, so the survivor is
+    decided by the grid order: the reference's is (x=0.5, y=255.5) before (x=255.5, y=0.5)."""
+    size = 256
+    pts = point_grid(2, size)
+    logits = torch.ones(4, size, size)
+    for i, (x, y) in enumerate(pts.long().tolist()):
+        logits[i, max(0, y - 20) : y + 20, max(0, x - 20) : x + 20] = -1.0  # notch around the prompt
+    iou = torch.tensor([0.3, 0.9, 0.9, 0.3])
+    feats = torch.zeros(37, 37, 2)
+    feats[..., 0] = 1.0  # every mask pools to the one prototype: score 1
+    seg = ReferenceSegmenter(_bank_with_prototypes(torch.tensor([[1.0, 0.0]])))
+    det = seg.score_proposals(Proposals(logits, iou, pts), feats, (size, size))
+    first = int((pts == torch.tensor([0.5, size - 0.5])).all(dim=1).nonzero()[0])
+    assert first == 1 and len(det) == 1  # NMS removed the three others (box IoU 1)
+    assert torch.equal(det.masks[0], logits[first] > 0)
+
+
+def test_all_zero_similarity_row_is_labelled_as_the_reference_topk():
+    """A proposal whose cosines are all negative (clamped to 0) still takes part in the class-aware
+    NMS before zero scores are dropped; its label, taken with topk as in the reference, decides
+    which class's overlapping proposal it suppresses."""
+    c, d = 4, 5
+    protos = torch.eye(c, d)
+    neg = F.normalize(-protos.sum(0, keepdim=True), dim=1)  # negative cosine with every prototype
+    sims = (neg @ protos.T).clamp(min=0)
+    assert torch.all(sims == 0)
+    tie_label = int(torch.topk(sims, 1, dim=1).indices[0, 0])
+    other = (tie_label + 1) % c
+    assert int(matching.label_and_score(neg, protos)[1][0]) == tie_label
+    # With C = 4, this torch's topk picks another class than max/argmax on the all-zero row,
+    # so a max-based label would suppress the wrong proposal below.
+    emb = torch.cat([neg, protos[tie_label : tie_label + 1], protos[other : other + 1]])
+    logits = torch.full((3, 64, 64), -1.0)
+    logits[:, 10:50, 10:50] = 1.0  # three proposals with the same box
+    iou = torch.tensor([0.9, 0.5, 0.5])  # the zero-score proposal ranks first in NMS
+    seg = ReferenceSegmenter(_bank_with_prototypes(protos))
+    orig = matching.pool_mask_features
+    try:
+        matching.pool_mask_features = lambda masks, feats, mode="separable": emb
+        det = seg.score_proposals(Proposals(logits, iou, torch.zeros(3, 2)), torch.zeros(37, 37, d), (64, 64))
+    finally:
+        matching.pool_mask_features = orig
+    assert det.labels.tolist() == [other]  # the tie-labelled proposal suppressed its class's twin
 
 
 def test_masks_to_boxes_inclusive_and_empty():

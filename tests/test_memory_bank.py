@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
-from no_time_to_train.dataset.coco_ref_dataset import crop_window
+from no_time_to_train.pipeline.references import crop_window
 from no_time_to_train.models.memory_bank import MemoryBank, cosine_kmeans
 from no_time_to_train.models.segmenter import ReferenceSegmenter
 

@@ -12,12 +12,12 @@ import os
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
+from ..pipeline.references import make_reference_crop
 from .image_io import load_rgb, pil_to_tensor, square_tensor
 from .metainfo import split_class_names
 from .reference_pkl import load_reference_pkl
@@ -87,20 +87,6 @@ def check_image_size(img: Image.Image, info: dict, root: str) -> None:
         )
 
 
-def crop_window(
-    box_xywh: list[float], img_w: int, img_h: int, context_ratio: float
-) -> tuple[int, int, int, int]:
-    """Square window around a box, ``max(w, h) * (1 + context_ratio)`` wide, centred on the box and
-    clipped to the image (so it may end up non-square). Returns ``(x1, y1, x2, y2)``, exclusive end."""
-    x, y, w, h = box_xywh
-    bx1, by1, bx2, by2 = int(x), int(y), int(x + w), int(y + h)
-    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
-    half = max(bx2 - bx1, by2 - by1, 1) * (1 + context_ratio) / 2
-    x1, y1 = max(0, int(cx - half)), max(0, int(cy - half))
-    x2, y2 = min(img_w, int(cx + half)), min(img_h, int(cy + half))
-    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
-
-
 def image_file_name(info: dict) -> str:
     """An image's file name; LVIS jsons give only ``coco_url``, whose last part is the name."""
     name = info.get("file_name") or os.path.basename(str(info.get("coco_url", "")))
@@ -109,25 +95,6 @@ def image_file_name(info: dict) -> str:
             f"Image {info.get('id')} of the annotation file has neither file_name nor coco_url."
         )
     return name
-
-
-def make_reference_crop(
-    image: torch.Tensor, mask: torch.Tensor, box_xywh: list[float], context_ratio: float, size: int
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
-    """Crop a reference instance and squash it to ``size x size`` (method-spec §6.2).
-
-    Args:
-        image: ``(3, H, W)`` in [0, 1]; mask: ``(H, W)`` {0, 1}; box_xywh: the instance's COCO box.
-    Returns:
-        image ``(3, size, size)`` (bicubic), mask ``(size, size)`` in [0, 1] (bilinear, so soft at
-        the edges), and the crop window ``(x1, y1, x2, y2)``.
-    """
-    x1, y1, x2, y2 = crop_window(box_xywh, image.shape[2], image.shape[1], context_ratio)
-    crop = image[:, y1:y2, x1:x2]
-    mcrop = mask[y1:y2, x1:x2].float()
-    out = F.interpolate(crop[None], size=(size, size), mode="bicubic", align_corners=False)[0]
-    mout = F.interpolate(mcrop[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-    return out, mout, (x1, y1, x2, y2)
 
 
 class COCOMemoryFillCropDataset(Dataset):

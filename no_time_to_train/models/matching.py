@@ -95,10 +95,13 @@ def label_and_score(embeddings: torch.Tensor, prototypes: torch.Tensor) -> tuple
     """Cosine similarity clamped at 0; label = argmax class, score = max similarity.
 
     ``embeddings`` ``(N, D)`` and ``prototypes`` ``(C, D)`` are normalised. NaN rows (empty
-    masks) keep a NaN score.
+    masks) keep a NaN score. The label comes from ``topk(sims, 1)`` as in the reference, not from
+    ``max``: on a row of ties (every cosine clamped at 0) the two pick different classes, and such a
+    proposal still takes part in the class-aware NMS before zero scores are dropped.
     """
     sims = (embeddings @ prototypes.T).clamp(min=0)
-    scores, labels = sims.max(dim=1)
+    top = torch.topk(sims, 1, dim=1)
+    scores, labels = top.values[:, 0], top.indices[:, 0]
     scores = torch.where(torch.isnan(embeddings).any(dim=1), torch.full_like(scores, float("nan")), scores)
     return scores, labels
 

@@ -40,9 +40,13 @@ class Proposals:
 
 
 def point_grid(points_per_side: int, image_size: int) -> torch.Tensor:
-    """``(n*n, 2)`` (x, y) prompts: ``linspace(0, S-1, n) + 0.5`` on both axes, x varying fastest."""
+    """``(n*n, 2)`` (x, y) prompts: ``linspace(0, S-1, n) + 0.5`` on both axes, **x varying slowest**.
+
+    The order is the reference's (``meshgrid`` of (x, y) in ``ij`` indexing): it matters, because
+    the NMS keeps the first of two proposals with exactly equal predicted IoU.
+    """
     ticks = torch.linspace(0, image_size - 1, points_per_side) + 0.5
-    ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
+    xs, ys = torch.meshgrid(ticks, ticks, indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 
 
