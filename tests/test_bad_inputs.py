@@ -34,9 +34,9 @@ from no_time_to_train.errors import DatasetError
 from no_time_to_train.exports import export_prediction
 from no_time_to_train.io_utils import atomic_save_json
 from no_time_to_train.models.matching import class_prototypes
-from no_time_to_train.pipeline.references import crop_window
 from no_time_to_train.models.proposals import Proposals
 from no_time_to_train.models.segmenter import Detections
+from no_time_to_train.pipeline.references import crop_window
 
 from .conftest import FEWSHOT_CFG, REPO, dataset_overrides, run_cli, write_yaml
 from .oracle import OracleMatcherModel

@@ -83,7 +83,9 @@ def make_reference_crop(
     return out, mout, (x1, y1, x2, y2)
 
 
-def encode_crop(segmenter: ReferenceSegmenter, crop: torch.Tensor, mask: torch.Tensor, class_idx: int) -> ReferenceEntry:
+def encode_crop(
+    segmenter: ReferenceSegmenter, crop: torch.Tensor, mask: torch.Tensor, class_idx: int
+) -> ReferenceEntry:
     """Encode one reference crop (``crop (3, S, S)``, ``mask (S, S)``, on the segmenter's device)."""
     feats, weights = segmenter.encode_references(crop[None], mask[None])
     fg = weights[0] > 0
@@ -120,7 +122,9 @@ def slots_in_order(class_idx: Sequence[int]) -> list[int]:
     return slots
 
 
-def fill_bank(bank: MemoryBank, entries: Sequence[ReferenceEntry], slots: Sequence[int] | None = None) -> None:
+def fill_bank(
+    bank: MemoryBank, entries: Sequence[ReferenceEntry], slots: Sequence[int] | None = None
+) -> None:
     """Write encoded entries into an empty bank (``slots`` default: order of appearance per class)."""
     classes = [e.class_idx for e in entries]
     slots = list(slots) if slots is not None else slots_in_order(classes)
