@@ -17,13 +17,14 @@ from typing import Any
 from pytorch_lightning.cli import LightningCLI
 
 from . import memory_file
+from .compat import CheckpointWithoutHyperparameters
 from .errors import UserInputError
 from .io_utils import atomic_save_json
 
 MEMORY_MODES = ("fill_memory", "postprocess_memory")
 
 
-class NoTimeToTrainCLI(LightningCLI):
+class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
@@ -46,13 +47,11 @@ class NoTimeToTrainCLI(LightningCLI):
         parser.add_argument("--coco_semantic_split", type=str | None, default=None,
                             help="Only names the results json.")  # fmt: skip
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads ``--ckpt_path`` here to merge its ``hyper_parameters`` into the config.
-        Memory files hold none (the configuration comes from --config and the flags), so only check
-        that the file is readable: a truncated or foreign file then stops with a clear message
+    def check_ckpt_path(self, ckpt: str | None) -> None:
+        """Before instantiation, where LightningCLI would read ``--ckpt_path``'s hyper-parameters
+        (memory files hold none; the configuration comes from --config and the flags): check only
+        that the file is readable, so a truncated or foreign file stops with a clear message
         instead of a traceback (its contents are validated against the config in ``before_test``)."""
-        subcommand = self.config.get("subcommand")
-        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         self._ckpt_contents = memory_file.read(ckpt, mmap=True) if ckpt and os.path.isfile(ckpt) else None
 
     # ------------------------------------------------------------------ hooks

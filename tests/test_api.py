@@ -134,21 +134,3 @@ def test_api_real_networks_with_random_weights(tiny_ckpts, synth, tmp_path):
     seg.save_memory(str(tmp_path / "m.ckpt"))
     sd = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
     assert all(k.startswith("memory.") for k in sd)
-
-
-def test_bf16_autocast_keeps_matching_in_float32(synth):
-    """Autocast covers the networks only: outputs stay float32 and find the same instances."""
-    from no_time_to_train.config import ModelCfg
-
-    coco = COCO(synth["val_json"])
-    info = next(coco.imgs[i] for i in sorted(coco.getImgIds()) if coco.getAnnIds(imgIds=[i]))
-    path = f"{synth['val_img_dir']}/{info['file_name']}"
-    preds = {}
-    for precision in ("fp32", "bf16"):
-        seg = _oracle_segmenter(synth, model_cfg=ModelCfg(encoder_precision=precision))
-        _add_train_references(seg, synth, per_class=1)
-        preds[precision] = seg.predict(path, score_thr=0.5)
-    a, b = preds["fp32"], preds["bf16"]
-    assert b.scores.dtype == np.float32 and np.all(np.isfinite(b.scores))
-    assert len(a) > 0 and np.array_equal(a.masks, b.masks) and np.array_equal(a.labels, b.labels)
-    assert np.allclose(a.scores, b.scores, atol=0.05)

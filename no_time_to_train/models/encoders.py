@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from no_time_to_train.compat import ensure_sam2_hydra
 from no_time_to_train.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -250,17 +251,6 @@ def _describe_sam2_state_dict(state_dict: Mapping[str, Any]) -> str:
     )
 
 
-def _ensure_sam2_hydra() -> None:
-    """``import sam2`` initialises Hydra with sam2's configs; redo it if someone cleared Hydra."""
-    import sam2  # noqa: F401
-    from hydra.core.global_hydra import GlobalHydra
-
-    if not GlobalHydra.instance().is_initialized():
-        from hydra import initialize_config_module
-
-        initialize_config_module("sam2", version_base="1.2")
-
-
 def build_sam2(
     cfg_file: str, ckpt_path: str | os.PathLike | None, device: str | torch.device = "cpu"
 ) -> nn.Module:
@@ -292,7 +282,7 @@ def build_sam2(
             )
         state_dict = checkpoint["model"]
 
-    _ensure_sam2_hydra()
+    ensure_sam2_hydra()
     from sam2.build_sam import build_sam2 as official_build_sam2
 
     model = official_build_sam2(

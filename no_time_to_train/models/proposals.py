@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..compat import sam2_prepare_backbone_features
 from .sam2_decoder import ImageContext, MultiPromptDecoder, supports
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,7 +100,7 @@ class Sam2PointGridProposer(nn.Module):
         high-resolution feature maps (1, 32, 256, 256), (1, 64, 128, 128)."""
         x = (image - self.pixel_mean) / self.pixel_std
         backbone_out = self.sam2.forward_image(x)
-        _, vision_feats, _, feat_sizes = self.sam2._prepare_backbone_features(backbone_out)
+        vision_feats, feat_sizes = sam2_prepare_backbone_features(self.sam2, backbone_out)
         if self.add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.sam2.no_mem_embed
         feats = [

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import sam2_transformer_classes
+
 
 @dataclass
 class ImageContext:
@@ -58,8 +60,7 @@ class ImageContext:
 
 def supports(decoder: nn.Module) -> bool:
     """Whether ``decoder`` is a ``MaskDecoder`` whose transformer this module knows how to run."""
-    from sam2.modeling.sam.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
-
+    TwoWayTransformer, TwoWayAttentionBlock, Attention = sam2_transformer_classes()
     t = getattr(decoder, "transformer", None)
     if type(t) is not TwoWayTransformer or type(t.final_attn_token_to_image) is not Attention:
         return False
