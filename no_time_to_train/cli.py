@@ -112,7 +112,12 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             if trainer.is_global_zero:
                 print(f"Memory bank ({mode}) saved to {args.out_path}")
             return
-        if mode != "test" or not trainer.is_global_zero:
+        if mode != "test":
+            return
+        # On every rank: Lightning's ``log_dir`` is a broadcast, so a rank-0-only call would wait
+        # for ranks that have already left.
+        report_dir = self._report_dir()
+        if not trainer.is_global_zero:
             return
         results = self.model.results or []
         if args.export_result:
@@ -127,10 +132,13 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         if self.model.last_evals:
             from .reports import save_per_class_report
 
-            # Next to the logs; without a logger, next to the pictures of this dataset.
-            name = self.model.model_cfg.dataset_name
-            out = trainer.log_dir if trainer.loggers else os.path.join("results_analysis", name, "evaluation")
-            save_per_class_report(self.model.last_evals, self.model.dataset, out)
+            save_per_class_report(self.model.last_evals, self.model.dataset, report_dir)
+
+    def _report_dir(self) -> str:
+        """Next to the logs; without a logger, next to the pictures of this dataset."""
+        if self.trainer.loggers:
+            return self.trainer.log_dir
+        return os.path.join("results_analysis", self.model.model_cfg.dataset_name, "evaluation")
 
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:

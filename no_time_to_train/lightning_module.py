@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import memory_file
 from .builders import build_encoder, build_proposer, encoder_feat_dim
 from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
+from .dataset.coco_checks import has_mask
 from .dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
 from .errors import ConfigError
 from .evaluation import encode_detections, evaluate_coco, gather_indexed
@@ -291,8 +292,18 @@ class Sam2MatcherLightningModel(pl.LightningModule):
                 "classes, so AP and AR are undefined (COCO reports them as -1). The predictions are still "
                 "written (--export_result, model_cfg.test.export_dir)."
             )
+        iou_types: tuple[str, ...] = ("bbox", "segm")
+        gt = ds.coco.loadAnns(ds.coco.getAnnIds(catIds=ds.cat_ids))
+        if gt and not any(has_mask(a) for a in gt):
+            iou_types = ("bbox",)
+            if verbose:
+                print(
+                    f"Note: {self.dataset_cfgs.test.json_file} has boxes but no masks (box-only ground truth): "
+                    "only bbox AP is reported; segm AP needs mask ground truth (polygons or RLE). "
+                    "no_time_to_train/dataset/sam_bbox_to_segm_batch.py can make masks from boxes."
+                )
         stats, self.last_evals = evaluate_coco(
-            ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, verbose=verbose
+            ds.coco, results, cat_ids=ds.cat_ids, img_ids=ds.img_ids, iou_types=iou_types, verbose=verbose
         )
         self.last_stats = stats
         return stats

@@ -4,8 +4,9 @@ Written after ``test`` evaluation into the run's log folder:
 
 - ``per_class_ap.csv`` / ``per_class_ap.json``: AP, AP50, AP75 per class and IoU type (area "all",
   100 detections), plus the mean over classes that have ground truth (equal to COCOeval's summary
-  AP). A class without ground truth in the evaluated images has no AP: ``nan`` in the CSV and the
-  printed table, ``null`` in the JSON.
+  AP) and how many classes that mean is taken over. A class without ground truth in the evaluated
+  images has no AP: ``–`` in the printed table and an empty cell in the CSV (each with a footnote),
+  ``null`` in the JSON. No file or table ever shows ``nan``.
 - ``pr_curves/<iou_type>_pr_curves.png``: one small plot per class (precision against recall at
   IoU 0.50, 0.75 and averaged over 0.50:0.95), at most ``PLOTS_PER_PAGE`` classes per image
   (``..._pr_curves_<i>of<n>.png`` when there are more).
@@ -71,8 +72,12 @@ def _category_names(dataset: Any, ev: COCOeval) -> dict[int, str]:
     return names
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+UNDEFINED = "–"  # printed for a value that is undefined (a class without ground truth)
+FOOTNOTE = "– no ground truth of this class in the evaluated images: AP is undefined and not in the mean."
+
+
+def _fmt(v: float | None, digits: int = 3, undefined: str = UNDEFINED) -> str:
+    return undefined if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -93,19 +98,28 @@ def per_class_table(evals: dict[str, COCOeval], dataset: Any) -> dict:
             for metric in METRICS:
                 row[f"{t}_{metric}"] = aps[t].get(cat_id, {}).get(metric, math.nan)
         rows.append(row)
-    mean = {}
+    mean, counted = {}, {}
     for t in iou_types:
         for metric in METRICS:
             vals = [r[f"{t}_{metric}"] for r in rows if not math.isnan(r[f"{t}_{metric}"])]
             mean[f"{t}_{metric}"] = float(np.mean(vals)) if vals else math.nan
-    return {"iou_types": iou_types, "metrics": list(METRICS), "classes": rows, "mean": mean}
+            counted[f"{t}_{metric}"] = len(vals)
+    return {"iou_types": iou_types, "metrics": list(METRICS), "classes": rows, "mean": mean,
+            "mean_over_classes": counted}  # fmt: skip
+
+
+def _mean_label(table: dict, cols: list[str]) -> str:
+    n = {table["mean_over_classes"][c] for c in cols}
+    total = len(table["classes"])
+    return f"mean ({n.pop()}/{total} classes)" if len(n) == 1 else "mean"
 
 
 def format_table(table: dict, metrics: tuple[str, ...] = ("AP", "AP50")) -> str:
     """A compact text table: class name, category id, then ``metrics`` per IoU type."""
     cols = [f"{t}_{m}" for t in table["iou_types"] for m in metrics]
     heads = [f"{t} {m}" for t in table["iou_types"] for m in metrics]
-    width = max([len("class"), len("mean")] + [len(r["name"]) for r in table["classes"]])
+    mean_label = _mean_label(table, cols)
+    width = max([len("class"), len(mean_label)] + [len(r["name"]) for r in table["classes"]])
     width = min(width, 28)
     head = f"{'class':<{width}} {'id':>5} " + " ".join(f"{h:>9}" for h in heads)
     lines = [head, "-" * len(head)]
@@ -113,7 +127,9 @@ def format_table(table: dict, metrics: tuple[str, ...] = ("AP", "AP50")) -> str:
         vals = " ".join(f"{_fmt(r[c]):>9}" for c in cols)
         lines.append(f"{r['name'][:width]:<{width}} {r['category_id']:>5} {vals}")
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}} {'':>5} " + " ".join(f"{_fmt(table['mean'][c]):>9}" for c in cols))
+    lines.append(f"{mean_label:<{width}} {'':>5} " + " ".join(f"{_fmt(table['mean'][c]):>9}" for c in cols))
+    if any(math.isnan(r[c]) for r in table["classes"] for c in cols):
+        lines.append(FOOTNOTE)
     return "\n".join(lines)
 
 
@@ -123,8 +139,10 @@ def _write_csv(table: dict, path: str) -> None:
     w = csv.writer(buf)
     w.writerow(["category_id", "name", *cols])
     for r in table["classes"]:
-        w.writerow([r["category_id"], r["name"], *(_fmt(r[c], 4) for c in cols)])
-    w.writerow(["", "mean", *(_fmt(table["mean"][c], 4) for c in cols)])
+        w.writerow([r["category_id"], r["name"], *(_fmt(r[c], 4, "") for c in cols)])
+    w.writerow(["", _mean_label(table, cols), *(_fmt(table["mean"][c], 4, "") for c in cols)])
+    if any(math.isnan(r[c]) for r in table["classes"] for c in cols):
+        w.writerow([f"# empty cell: {FOOTNOTE[2:]}"])
     with atomic_open(path, "w") as f:
         f.write(buf.getvalue())
 
@@ -160,7 +178,9 @@ def save_pr_curves(ev: COCOeval, iou_type: str, names: dict[int, str], out_dir: 
             ax.set_ylim(0, 1.02)
             ax.tick_params(labelsize=6)
             ap = _mean_valid(pk)
-            ax.set_title(f"{names.get(cat_id, cat_id)} ({cat_id})\nAP {_fmt(ap)}", fontsize=7)
+            ax.set_title(
+                f"{names.get(cat_id, cat_id)} ({cat_id})\nAP {_fmt(ap, undefined='undefined')}", fontsize=7
+            )
             if (pk <= -1).all():
                 ax.text(0.5, 0.5, "no GT", ha="center", va="center", fontsize=8, color="gray")
                 continue

@@ -424,16 +424,21 @@ def test_per_class_report(tmp_path, monkeypatch, capsys):
         assert table["mean"][f"{t}_AP"] == pytest.approx(stats[t]["AP"])
     assert rows["D"]["category_id"] == 13
     printed = capsys.readouterr().out
-    assert "bbox AP50" in printed and "nan" in printed
+    assert "bbox AP50" in printed and "nan" not in printed.lower()
+    c_line = next(line for line in printed.splitlines() if line.startswith("C "))
+    assert c_line.split()[2:] == ["–"] * 4  # undefined, not a number
+    assert "mean (3/4 classes)" in printed and reports.FOOTNOTE in printed
 
     out = tmp_path / "logs"
     with open(out / "per_class_ap.csv") as f:
         csv_rows = {r["name"]: r for r in csv.DictReader(f)}
-    assert csv_rows["A"]["segm_AP"] == "1.0000" and csv_rows["C"]["bbox_AP"] == "nan"
+    assert csv_rows["A"]["segm_AP"] == "1.0000" and csv_rows["C"]["bbox_AP"] == ""
+    assert "mean (3/4 classes)" in csv_rows and "nan" not in (out / "per_class_ap.csv").read_text().lower()
     assert csv_rows["D"]["category_id"] == "13"
     data = json.loads((out / "per_class_ap.json").read_text())
     by_name = {r["name"]: r for r in data["classes"]}
     assert by_name["C"]["bbox_AP"] is None and by_name["B"]["segm_AP"] == 0.0
+    assert data["mean_over_classes"]["bbox_AP"] == 3 and "NaN" not in (out / "per_class_ap.json").read_text()
     for t in ("bbox", "segm"):
         png = cv2.imread(str(out / "pr_curves" / f"{t}_pr_curves.png"))
         assert png is not None and png.shape[0] > 100 and png.shape[1] > 300

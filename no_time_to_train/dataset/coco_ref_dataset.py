@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections import defaultdict
 
@@ -18,20 +19,26 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
 from ..pipeline.references import make_reference_crop
+from .coco_checks import has_mask, print_notes, validate_coco
 from .image_io import load_rgb, pil_to_tensor, square_tensor
 from .metainfo import split_class_names
 from .reference_pkl import load_reference_pkl
 
 
-def load_coco(json_file: str, flag: str = "json_file") -> COCO:
-    """Load a COCO json quietly; DatasetError naming the file (and flag) on failure."""
+def load_coco(json_file: str, flag: str = "json_file", role: str = "any") -> COCO:
+    """Load and validate a COCO json quietly (``coco_checks``: refused problems raise, handled
+    ones are printed once); DatasetError naming the file (and flag) on failure. ``role="test"``
+    also checks that target ground truth has masks on all annotations or on none."""
     if not os.path.isfile(json_file):
         raise DatasetError(f"Annotation file not found: {json_file} (set it with the `{flag}` option).")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(json_file)
+        with open(json_file, "rb") as f:
+            data = json.loads(f.read())
     except Exception as e:
         raise DatasetError(f"Could not read COCO annotations {json_file}: {e}") from e
+    notes = validate_coco(data, json_file, flag, role)
+    print_notes(notes, json_file)
+    return coco_from_dict(data)
 
 
 def coco_from_dict(dataset: dict) -> COCO:
@@ -69,14 +76,6 @@ def select_categories(
         )
     ids = sorted({by_name[n] for n in names})
     return ids, [coco.cats[i]["name"] for i in ids]
-
-
-def has_mask(ann: dict) -> bool:
-    """Whether a COCO annotation carries a mask: an RLE, or a polygon with at least 3 points."""
-    segm = ann.get("segmentation")
-    if isinstance(segm, dict):
-        return "counts" in segm and "size" in segm
-    return isinstance(segm, list) and any(isinstance(p, list) and len(p) >= 6 for p in segm)
 
 
 def check_image_size(img: Image.Image, info: dict, root: str) -> None:
@@ -197,7 +196,7 @@ class COCORefTestDataset(Dataset):
         where: str = "dataset_cfgs.test",
     ):
         self.root, self.image_size = root, image_size
-        coco = load_coco(json_file, f"{where}.json_file")
+        coco = load_coco(json_file, f"{where}.json_file", role="test")
         if cat_ids is not None and not (cat_names or class_split):
             missing = [c for c in cat_ids if c not in coco.cats]
             if missing:

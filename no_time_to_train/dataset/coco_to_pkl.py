@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "target_examples instances per category."
     )
     parser.add_argument("input_json", help="COCO-format json with the reference annotations")
-    parser.add_argument("output_pkl", help="pickle to write")
+    parser.add_argument("output_pkl", help="reference set to write: a pickle, or JSON when it ends in .json")
     parser.add_argument("target_examples", type=int, help="instances per category (the memory length)")
     parser.add_argument("--seed", type=int, default=42, help="seed for padding / sampling (default 42)")
     return parser

@@ -387,9 +387,9 @@ def plot_references(refs: dict, data: dict, img_dir: str, out_dir: str | os.Path
 
 
 def viz_dir_for(out_path: str | os.PathLike) -> str:
-    """``<out-path minus .pkl>_viz``."""
+    """``<out-path minus .pkl or .json>_viz``."""
     out_path = str(out_path)
-    stem = out_path[: -len(".pkl")] if out_path.endswith(".pkl") else out_path
+    stem = next((out_path[: -len(x)] for x in (".pkl", ".json") if out_path.endswith(x)), out_path)
     return f"{stem}_viz"
 
 
@@ -403,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         "from a COCO-format annotation file."
     )
     parser.add_argument("--n-shot", type=int, required=True, help="references per class (K)")
-    parser.add_argument("--out-path", required=True, help="output pickle, e.g. refs_10shot_33seed.pkl")
+    parser.add_argument(
+        "--out-path",
+        required=True,
+        help="output reference set: refs_10shot_33seed.pkl (pickle) or .json (JSON, for sharing)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
         "--dataset",
