@@ -279,7 +279,9 @@ class FewShotSegmenter:
         if c != len(self.class_names):
             raise UserInputError(f"{path} holds {c} classes but this segmenter has {len(self.class_names)}.")
         memory_file.load_into(bank, ckpt, self._meta(bank), path)
-        memory_file.require_postprocessed(bank, f"Loading {path}", "load_memory(...) of")
+        memory_file.require_postprocessed(
+            bank, f"load_memory({path!r})", "a file written by postprocess_memory or save_memory"
+        )
         self._refs = []
         self._use_bank(bank)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
 
-from . import memory_file
+from . import memory_file, signals
 from .compat import CheckpointWithoutHyperparameters
 from .errors import UserInputError
-from .io_utils import atomic_save_json
+from .io_utils import atomic_save_json, check_output_path
 
 MEMORY_MODES = ("fill_memory", "postprocess_memory")
 
@@ -70,6 +70,7 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
                 "--out_path (fill_memory, then postprocess_memory)."
             )
         self._refuse_overwriting_inputs(args)
+        self._check_outputs_writable(args)
         if ckpt:
             # Check the file against the config before the networks are built (minutes for SAM2-L +
             # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).
@@ -77,6 +78,19 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             self._ckpt_contents = None
             memory_file.check_meta(contents, self.model.memory_meta(), ckpt)
         self.model._ckpt_path_hint = ckpt
+
+    def _check_outputs_writable(self, args: Any) -> None:
+        """Every output of this run must be writable before the networks are built: a path that
+        cannot be written would otherwise fail only after all the work."""
+        mode, opts = self.model.test_mode, self.model.model_cfg.test
+        if mode in MEMORY_MODES and args.out_path:
+            check_output_path(args.out_path, "--out_path")
+        if mode == "test" and args.export_result:
+            check_output_path(args.export_result, "--export_result")
+        if mode == "test" and opts.export_dir:
+            check_output_path(opts.export_dir, "--model.init_args.model_cfg.test.export_dir", is_dir=True)
+        if mode in ("vis_memory", "test") and (mode == "vis_memory" or opts.online_vis):
+            check_output_path("results_analysis", "the picture folder (results_analysis/)", is_dir=True)
 
     def _refuse_overwriting_inputs(self, args: Any) -> None:
         """Outputs never overwrite inputs: ``--out_path`` / ``--export_result`` must name a file that
@@ -207,9 +221,26 @@ def _quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_lightning()
+    signals.install()
     try:
         return NoTimeToTrainCLI(args=argv)
+    except (KeyboardInterrupt, SystemExit) as e:
+        status = signals.exit_status()
+        if status is None and isinstance(e, KeyboardInterrupt):
+            status = 130
+        if status is None:
+            raise
+        rank = os.environ.get("LOCAL_RANK", "0")
+        name = signals.Interrupted(status - 128).args[0]
+        print(f"\n{name}{f' (process {rank})' if rank != '0' else ''}: stopped; files written by earlier "
+              "runs are unchanged and nothing was half-written.", file=sys.stderr)  # fmt: skip
+        raise SystemExit(status) from None
     except Exception as e:
+        status = signals.exit_status() or signals.status_of_lost_worker(e)
+        if status is not None:  # e.g. a DataLoader worker killed by the same signal
+            print(f"\nstopped by a signal (status {status}); files written by earlier runs are unchanged.",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(status) from None
         rank = os.environ.get("LOCAL_RANK", "0")
         where = f" (process {rank})" if rank != "0" else ""  # DDP children print their own errors
         message = user_error_message(e)

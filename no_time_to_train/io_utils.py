@@ -51,3 +51,27 @@ def atomic_save_json(obj: Any, path: str | os.PathLike, **kwargs: Any) -> None:
 def atomic_save_pickle(obj: Any, path: str | os.PathLike) -> None:
     with atomic_open(path, "wb") as f:
         pickle.dump(obj, f)
+
+
+def check_output_path(path: str | os.PathLike, flag: str, is_dir: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: ``path`` (a file, or a folder
+    with ``is_dir``) must be creatable and writable. Raises UserInputError naming ``flag``."""
+    from .errors import UserInputError
+
+    p = Path(path)
+    kind = "folder" if is_dir else "file"
+    if p.exists():
+        if is_dir != p.is_dir():
+            what = "a folder" if p.is_dir() else "a file"
+            raise UserInputError(f"{flag} {path}: the output {kind} would replace {what}. Pass another path.")
+        target = p if is_dir else p.parent
+    else:
+        target = p.parent if str(p.parent) else Path(".")
+        while not target.exists():
+            target = target.parent
+        if not target.is_dir():
+            raise UserInputError(
+                f"{flag} {path}: cannot create it, because {target} is a file, not a folder. Pass another path."
+            )
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserInputError(f"{flag} {path}: {target} is not writable. Pass a path in a writable folder.")

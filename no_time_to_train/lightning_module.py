@@ -8,6 +8,7 @@ evaluates. Saving the bank (``--out_path``) and final evaluation are driven by `
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import memory_file
+from . import memory_file, signals
 from .builders import build_encoder, build_proposer, encoder_feat_dim
 from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
 from .dataset.coco_checks import has_mask
@@ -146,6 +147,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # After Lightning has installed its own SIGTERM handler, which would let the run go on.
+            signals.install(self.trainer)
         if stage != "test":
             raise ConfigError(f"Only the `test` subcommand is supported (got {stage!r}); choose a mode with "
                               "--model.test_mode fill_memory|postprocess_memory|vis_memory|test.")  # fmt: skip

@@ -102,13 +102,15 @@ def load_into(bank: MemoryBank, checkpoint: dict, expected: dict, path: str) -> 
     return meta
 
 
-def require_postprocessed(bank: MemoryBank, what: str, source: str = "--ckpt_path") -> None:
+def require_postprocessed(
+    bank: MemoryBank, what: str, expected: str = "--ckpt_path memory_postprocessed.ckpt"
+) -> None:
     """Refuse to segment with a bank that postprocess_memory has not finished (CLI and API alike)."""
     if bank.is_postprocessed:
         return
     got = "a memory file written by fill_memory" if bank.is_filled else "no memory file"
     raise CheckpointError(
-        f"{what} needs a postprocessed memory ({source} memory_postprocessed.ckpt), but got {got}. "
+        f"{what} needs a postprocessed memory ({expected}), but got {got}. "
         "Run fill_memory and then postprocess_memory."
     )
 

@@ -31,24 +31,47 @@ from .io_utils import atomic_open, atomic_save_json
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def _read_mask(mask_path: Path, image_path: Path) -> np.ndarray:
+    """``(N, H, W)`` instance masks of one reference image; DatasetError naming the mask file."""
+    try:
+        with Image.open(mask_path) as m:
+            arr = np.asarray(m)
+        with Image.open(image_path) as im:
+            size = im.size
+    except OSError as e:
+        raise DatasetError(f"Could not read the mask {mask_path} or its image {image_path} ({e}).") from e
+    arr = arr if arr.ndim == 2 else arr[..., :3].max(axis=2)
+    if (arr.shape[1], arr.shape[0]) != size:
+        raise DatasetError(
+            f"Mask {mask_path} is {arr.shape[1]}x{arr.shape[0]} but its image {image_path} is {size[0]}x{size[1]}; "
+            "a mask must have its image's size."
+        )
+    values = [v for v in np.unique(arr) if v != 0]
+    if not values:
+        raise DatasetError(f"Mask {mask_path} is empty (all zero).")
+    return np.stack([arr == v for v in values])
+
+
 def read_reference_folder(folder: str) -> list[tuple[str, str, np.ndarray]]:
     """``(class name, image path, (N, H, W) masks)`` for every reference image of the folder."""
     root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"--refs {folder}: no such folder (or COCO json).")
     refs = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         images = sorted(
             p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith("_mask")
         )
+        if not images:
+            raise DatasetError(
+                f"Class folder {class_dir} has no reference image ({', '.join(IMAGE_EXTS)} with a "
+                "<stem>_mask.png next to each). Add references or remove the folder."
+            )
         for img in images:
             mask_path = img.with_name(f"{img.stem}_mask.png")
             if not mask_path.is_file():
                 raise DatasetError(f"Reference {img} has no mask: expected {mask_path} (non-zero = object).")
-            arr = np.asarray(Image.open(mask_path))
-            arr = arr if arr.ndim == 2 else arr[..., :3].max(axis=2)
-            values = [v for v in np.unique(arr) if v != 0]
-            if not values:
-                raise DatasetError(f"Mask {mask_path} is empty (all zero).")
-            refs.append((class_dir.name, str(img), np.stack([arr == v for v in values])))
+            refs.append((class_dir.name, str(img), _read_mask(mask_path, img)))
     if not refs:
         raise DatasetError(
             f"No references in {folder}: expected {folder}/<class name>/<image> with <image stem>_mask.png."

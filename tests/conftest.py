@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -62,3 +63,31 @@ def run_cli(argv: list[str]):
     from no_time_to_train.cli import main
 
     return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, synth) -> SimpleNamespace:
+    """A K = 1 bank (one reference per class), filled and postprocessed once with the oracle."""
+    from .helpers import base, one_shot_pkl, oracle_yaml
+
+    d = tmp_path_factory.mktemp("bank")
+    pkl = one_shot_pkl(synth, d / "refs_1shot.pkl")
+    data = dataset_overrides(synth)
+    data["fill_memory"]["memory_pkl"] = pkl
+    cfg = oracle_yaml(
+        d / "oracle_k1.yaml", synth, model_cfg={"memory_bank_cfg": {"length": 1}}, dataset_cfgs=data
+    )
+    mem, post = d / "memory.ckpt", d / "memory_postprocessed.ckpt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        run_cli([*base(cfg), "--model.test_mode", "fill_memory", "--out_path", mem])
+        run_cli(
+            [*base(cfg), "--model.test_mode", "postprocess_memory", "--ckpt_path", mem, "--out_path", post]
+        )
+    return SimpleNamespace(dir=d, cfg=cfg, pkl=pkl, mem=mem, post=post)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -91,3 +91,29 @@ class OracleMatcherModel(Sam2MatcherLightningModel):
 
     def build_proposer(self) -> nn.Module:
         return ColorProposer(self.class_colors + self.distractor_colors)
+
+
+class _SlowEncoder(nn.Module):
+    """Touches ``started`` in the working folder at its first call, then sleeps ``delay`` seconds
+    per call: a run that a test can interrupt in the middle of its work."""
+
+    def __init__(self, inner: nn.Module, delay: float):
+        super().__init__()
+        self.inner, self.delay, self.feat_dim = inner, delay, inner.feat_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        import pathlib
+        import time
+
+        pathlib.Path("started").touch()
+        time.sleep(self.delay)
+        return self.inner(images)
+
+
+class SlowOracleMatcherModel(OracleMatcherModel):
+    def __init__(self, *args, delay: float = 1.0, **kwargs):
+        self.delay = delay
+        super().__init__(*args, **kwargs)
+
+    def build_encoder(self) -> nn.Module:
+        return _SlowEncoder(ColorEncoder(self.anchors()), self.delay)

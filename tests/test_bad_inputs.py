@@ -11,9 +11,7 @@ which take seconds; the real SAM2 / DINOv2 loaders appear only where they are wh
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import pickle
 import subprocess
@@ -38,19 +36,19 @@ from no_time_to_train.models.proposals import Proposals
 from no_time_to_train.models.segmenter import Detections
 from no_time_to_train.pipeline.references import crop_window
 
-from .conftest import FEWSHOT_CFG, REPO, dataset_overrides, run_cli, write_yaml
+from .conftest import REPO, run_cli
+from .helpers import (
+    BANK_FLAG,
+    FILL_FLAG,
+    REAL_MODEL,
+    TEST_FLAG,
+    base,
+    expect_user_error,
+    oracle_yaml,
+    results_ok,
+    write_json,
+)  # fmt: skip
 from .oracle import OracleMatcherModel
-
-ORACLE = "tests.oracle.OracleMatcherModel"
-REAL_MODEL = "no_time_to_train.pl_wrapper.sam2matcher_pl.Sam2MatcherLightningModel"
-BANK_FLAG = "--model.init_args.model_cfg.memory_bank_cfg"
-FILL_FLAG = "--model.init_args.dataset_cfgs.fill_memory"
-TEST_FLAG = "--model.init_args.dataset_cfgs.test"
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
 
 
 class NoMaskProposer(nn.Module):
@@ -75,95 +73,6 @@ class NoMaskModel(OracleMatcherModel):
 
     def build_proposer(self) -> nn.Module:
         return NoMaskProposer(self.proposals)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def oracle_yaml(path: Path, synth: dict, class_path: str = ORACLE, **init_args) -> str:
-    """A run config with the oracle networks on ``synth`` (3 classes); ``init_args`` are merged in."""
-    colors = [list(synth["class_colors"][c]) for c in synth["category_ids"]]
-    args = {
-        "model_cfg": {"memory_bank_cfg": {"category_num": len(colors), "length": 2}},
-        "dataset_cfgs": dataset_overrides(synth),
-        "data_load_cfgs": {"workers": 0},
-    }
-    if class_path != REAL_MODEL:
-        args["class_colors"] = colors
-        args["distractor_colors"] = [list(c) for c in synth["distractor_colors"]]
-    cfg = {
-        "model": {"class_path": class_path, "init_args": _merge(args, init_args)},
-        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "callbacks": []},
-    }
-    return write_yaml(path, cfg)
-
-
-def base(cfg: str) -> list:
-    return ["test", "--config", FEWSHOT_CFG, "--config", cfg]
-
-
-def expect_user_error(capsys, argv: list, *needles: str) -> str:
-    """Run the CLI; assert exit code 2 and a one-paragraph message containing ``needles``."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        run_cli(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    assert "error: " in err, err
-    msg = err[err.index("error: ") :].strip()
-    assert "\n" not in msg, msg  # one paragraph
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in: {msg}"
-    return msg
-
-
-def write_json(path: Path, data: dict) -> str:
-    path.write_text(json.dumps(data))
-    return str(path)
-
-
-def one_shot_pkl(synth: dict, path: Path) -> str:
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
-    path.write_bytes(pickle.dumps({c: v[:1] for c, v in refs.items()}))
-    return str(path)
-
-
-def results_ok(path: Path) -> list[dict]:
-    results = json.loads(path.read_text())
-    assert all(math.isfinite(r["score"]) and 0 <= r["score"] <= 1 + 1e-6 for r in results)
-    return results
-
-
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory, synth) -> SimpleNamespace:
-    """A K = 1 bank (one reference per class), filled and postprocessed once with the oracle."""
-    d = tmp_path_factory.mktemp("bank")
-    pkl = one_shot_pkl(synth, d / "refs_1shot.pkl")
-    data = dataset_overrides(synth)
-    data["fill_memory"]["memory_pkl"] = pkl
-    cfg = oracle_yaml(
-        d / "oracle_k1.yaml", synth, model_cfg={"memory_bank_cfg": {"length": 1}}, dataset_cfgs=data
-    )
-    mem, post = d / "memory.ckpt", d / "memory_postprocessed.ckpt"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(d)
-        run_cli([*base(cfg), "--model.test_mode", "fill_memory", "--out_path", mem])
-        run_cli(
-            [*base(cfg), "--model.test_mode", "postprocess_memory", "--ckpt_path", mem, "--out_path", post]
-        )
-    return SimpleNamespace(dir=d, cfg=cfg, pkl=pkl, mem=mem, post=post)
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 # ---------------------------------------------------------------------------------------------

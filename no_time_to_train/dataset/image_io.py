@@ -10,16 +10,52 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DatasetError
 
+MAX_PIXELS_ENV = "NTT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 150_000_000
+"""Largest image read (width x height): about 12000 x 12500. Far above any camera image this
+method is used on (a 6000 x 4000 photo is 24 megapixels), far below what a decompression bomb (a
+small file that decodes to gigabytes) asks for. Raise it with the environment variable."""
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV)
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(float(value))
+    except ValueError:
+        raise DatasetError(
+            f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels (e.g. 300000000)."
+        ) from None
+
+
+def _open_lazily(path: str) -> Image.Image:
+    """``Image.open`` reads only the header; PIL's own bomb check is replaced by ours."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
 
 def load_rgb(path: str) -> Image.Image:
     """Open ``path`` as an 8-bit RGB PIL image (grayscale, palette, RGBA and 16-bit inputs are
-    converted; alpha is dropped). Raises DatasetError naming the file."""
+    converted; alpha is dropped). Raises DatasetError naming the file, also for an image larger
+    than ``max_image_pixels()`` (checked on the header, before any pixel is decoded)."""
     if not os.path.isfile(path):
         raise DatasetError(
             f"Image not found: {path}. Check the dataset `root` flag and the json's file_name."
         )
     try:
-        img = Image.open(path)
+        img = _open_lazily(path)
+        limit = max_image_pixels()
+        if img.width * img.height > limit:
+            raise DatasetError(
+                f"{path} is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} megapixels), more than "
+                f"the limit of {limit / 1e6:.0f} megapixels that guards against decompression bombs. If the image "
+                f"is genuine, raise the limit: {MAX_PIXELS_ENV}={img.width * img.height} (environment variable)."
+            )
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"Could not read image {path} ({e}); the file is corrupt or not an image.") from e
