@@ -296,10 +296,12 @@ class FewShotSegmenter:
         x, ori = square_tensor(pil, size)
         det = self.segmenter.predict(x[None].to(self.device), ori)
         keep = det.scores > score_thr
+        # Scores are sorted: the kept ones are a prefix, and a slice shares the masks' memory.
+        n = int(keep.sum())
         return Prediction(
-            masks=det.masks[keep].cpu().numpy(),
-            boxes=det.boxes[keep].cpu().numpy(),
-            scores=det.scores[keep].float().cpu().numpy(),
-            labels=det.labels[keep].cpu().numpy(),
+            masks=det.masks[:n].cpu().numpy(),
+            boxes=det.boxes[:n].cpu().numpy(),
+            scores=det.scores[:n].float().cpu().numpy(),
+            labels=det.labels[:n].cpu().numpy(),
             class_names=self.class_names,
         )

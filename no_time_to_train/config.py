@@ -49,7 +49,8 @@ class Sam2InferCfg:
     pooling: Literal["separable", "dense"] = "separable"
     """Mask-feature pooling: 'separable' (same numbers, far fewer FLOPs) or 'dense' (reference)."""
     merge_chunk: int = 64
-    """Memory budget of the soft merge's full-resolution work: about ``merge_chunk x H x W`` floats."""
+    """Memory budget of the soft merge's full-resolution work: about ``merge_chunk`` megapixels of
+    floats (4 MiB each), whatever the image size. Results do not depend on it."""
 
 
 @dataclass

@@ -304,3 +304,35 @@ def test_api_refuses_a_fill_only_memory_file_like_the_cli(bank, synth):
         seg.load_memory(str(bank.mem))
     seg.load_memory(str(bank.post))  # the postprocessed one is fine
     assert seg.segmenter is not None and seg.segmenter.memory.is_postprocessed
+
+
+def test_full_resolution_work_is_bounded_for_large_images(monkeypatch):
+    """Upsampling proposals to a 6000 x 4000 photo holds one float mask at a time (not 32: 3 GB),
+    and the soft merge's budget does not grow with the image."""
+    import torch
+
+    from no_time_to_train.models import matching
+
+    seen = []
+    real = matching.upsample_logits_to_masks
+
+    def spy(logits, size, chunk=32):
+        seen.append(logits.shape[0] * size[0] * size[1])
+        return real(logits, size, chunk)
+
+    monkeypatch.setattr(matching, "upsample_logits_to_masks", spy)
+    logits = torch.full((3, 256, 256), -1.0)
+    logits[:, 100:150, 60:200] = 1.0
+    masks = matching.CroppedMasks.from_logits(logits, (4000, 6000))
+    assert len(masks) == 3 and max(seen) <= matching.FULL_RES_FLOATS
+    seen.clear()
+    matching.CroppedMasks.from_logits(logits, (512, 512))
+    assert seen == [3 * 512 * 512]  # small images keep their batches
+    budgets = []
+    monkeypatch.setattr(matching.CroppedMasks, "intersections",
+                        lambda self, idx, max_floats, block=128: budgets.append(max_floats) or
+                        torch.zeros(len(idx), len(idx), dtype=torch.float64))  # fmt: skip
+    matching.semantic_soft_merge(
+        masks, torch.ones(3), torch.zeros(3, dtype=torch.long), torch.eye(3), chunk=64
+    )
+    assert budgets == [64 * 1024 * 1024]

@@ -177,7 +177,8 @@ def semantic_soft_merge(
         masks: ``(N, H, W)`` boolean full-resolution masks, or the same as :class:`CroppedMasks`.
         scores: ``(N,)``; labels: ``(N,)``; embeddings: ``(N, D)`` normalised.
         chunk: the exact intersection counts (:meth:`CroppedMasks.intersections`) work on at most
-            ``chunk`` full-resolution float masks' worth of memory at once.
+            ``chunk`` megapixels' worth of float masks at once (``chunk`` 1024 x 1024 masks),
+            whatever the image size, so that large images do not need more memory.
     Returns:
         ``(N,)`` new scores.
     """
@@ -188,7 +189,7 @@ def semantic_soft_merge(
         idx = (labels == c).nonzero(as_tuple=True)[0]
         if idx.numel() < 2:
             continue
-        inter = masks.intersections(idx, max_floats=chunk * masks.size[0] * masks.size[1])  # j < i only
+        inter = masks.intersections(idx, max_floats=chunk * 1024 * 1024)  # j < i only
         area = masks.areas[idx].double()
         ios = inter / area.clamp(min=1)[:, None]
         sem = (embeddings[idx] @ embeddings[idx].T).clamp(min=0).double()
@@ -222,6 +223,11 @@ def _unpack_bits(packed: torch.Tensor) -> torch.Tensor:
     """``(..., C)`` uint8 from :func:`_pack_bits` -> ``(..., 8 C)`` uint8 values 0/1."""
     words = _unpack_table(packed.device).index_select(0, packed.reshape(-1).long()).view(packed.shape)
     return words.view(torch.uint8).view(*packed.shape[:-1], 8 * packed.shape[-1])
+
+
+FULL_RES_FLOATS = 2**25
+"""At most this many full-resolution float pixels (128 MiB) when upsampling proposals: 32 masks of
+a 1024 x 1024 image, one mask of a 6000 x 4000 photo."""
 
 
 @dataclass
@@ -265,10 +271,11 @@ class CroppedMasks:
     def from_logits(logits: torch.Tensor, size: tuple[int, int], chunk: int = 32) -> CroppedMasks:
         """``(N, s, s)`` logits -> masks at ``size`` (H, W): bilinear, antialias, threshold > 0.
 
-        The same masks as :func:`upsample_logits_to_masks`; at most ``chunk`` masks exist at full
-        resolution (as float) at once.
+        The same masks as :func:`upsample_logits_to_masks`; at most ``chunk`` masks, and at most
+        ``FULL_RES_FLOATS`` pixels, exist at full resolution (as float) at once.
         """
         size = (int(size[0]), int(size[1]))
+        chunk = max(1, min(chunk, FULL_RES_FLOATS // max(1, size[0] * size[1])))
         parts = [
             CroppedMasks.from_masks(upsample_logits_to_masks(logits[i : i + chunk], size, chunk))
             for i in range(0, logits.shape[0], chunk)
