@@ -24,14 +24,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import memory_file
-from .builders import build_encoder, build_proposer, build_sam2_model, encoder_feat_dim
-from .config import ModelCfg, Sam2InferCfg
-from .dataset.image_io import as_pil_rgb, pil_to_tensor, square_tensor
-from .errors import UserInputError
-from .models.memory_bank import MemoryBank
-from .models.segmenter import ReferenceSegmenter
-from .pipeline import references
+from no_time_to_train.config import ModelCfg, Sam2InferCfg
+from no_time_to_train.data.images import as_pil_rgb, pil_to_tensor, square_tensor
+from no_time_to_train.errors import UserInputError
+from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.pipeline import memory_io, references
+from no_time_to_train.pipeline.builders import (
+    build_encoder,
+    build_proposer,
+    build_sam2_model,
+    encoder_feat_dim,
+)
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -254,7 +258,7 @@ class FewShotSegmenter:
         )
 
     def _meta(self, bank: MemoryBank) -> dict:
-        return memory_file.make_meta(
+        return memory_io.make_meta(
             bank, self.cfg.encoder_cfg.name, self.cfg.encoder_cfg.img_size, self.class_names
         )
 
@@ -263,12 +267,12 @@ class FewShotSegmenter:
         if self.segmenter is None:
             self.build_memory()
         bank = self.segmenter.memory
-        memory_file.write(path, bank, self._meta(bank))
+        memory_io.write(path, bank, self._meta(bank))
 
     def load_memory(self, path: str) -> None:
         """Load a postprocessed memory file written by ``save_memory`` or the CLI."""
-        ckpt = memory_file.read(path)
-        meta = ckpt.get(memory_file.META_KEY) or {}
+        ckpt = memory_io.read(path)
+        meta = ckpt.get(memory_io.META_KEY) or {}
         inf = self.cfg.sam2_infer_cfgs
         c, k = meta.get("category_num", len(self.class_names)), meta.get("length", 1)
         bank = MemoryBank(c, k, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
@@ -278,8 +282,8 @@ class FewShotSegmenter:
             )
         if c != len(self.class_names):
             raise UserInputError(f"{path} holds {c} classes but this segmenter has {len(self.class_names)}.")
-        memory_file.load_into(bank, ckpt, self._meta(bank), path)
-        memory_file.require_postprocessed(
+        memory_io.load_into(bank, ckpt, self._meta(bank), path)
+        memory_io.require_postprocessed(
             bank, f"load_memory({path!r})", "a file written by postprocess_memory or save_memory"
         )
         self._refs = []

@@ -56,7 +56,7 @@ def atomic_save_pickle(obj: Any, path: str | os.PathLike) -> None:
 def check_output_path(path: str | os.PathLike, flag: str, is_dir: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: ``path`` (a file, or a folder
     with ``is_dir``) must be creatable and writable. Raises UserInputError naming ``flag``."""
-    from .errors import UserInputError
+    from no_time_to_train.errors import UserInputError
 
     p = Path(path)
     kind = "folder" if is_dir else "file"

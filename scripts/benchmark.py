@@ -50,8 +50,8 @@ from torch import nn  # noqa: E402
 from no_time_to_train.config import Sam2InferCfg  # noqa: E402
 from no_time_to_train.models import matching  # noqa: E402
 from no_time_to_train.models.memory_bank import MemoryBank  # noqa: E402
-from no_time_to_train.models.proposals import Proposals, Sam2PointGridProposer  # noqa: E402
-from no_time_to_train.models.segmenter import Detections, ReferenceSegmenter  # noqa: E402
+from no_time_to_train.models.sam2_proposer import Proposals, Sam2PointGridProposer  # noqa: E402
+from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter  # noqa: E402
 
 STAGES = (
     "sam2_encoder", "decoder_transformer", "iou_filter", "upscaling", "dinov2",
@@ -190,8 +190,8 @@ def _to_float(x):  # noqa: ANN001, ANN202
 
 def build_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """Random-weight SAM2 (official modules from the config) and DINOv2 (timm) on ``device``."""
-    from no_time_to_train.models.checkpoint_tools import random_dinov2_vit
-    from no_time_to_train.models.encoders import DinoV2Encoder, build_sam2
+    from no_time_to_train.checkpoints.loading import DinoV2Encoder, build_sam2
+    from no_time_to_train.tools.random_checkpoints import random_dinov2_vit
 
     torch.manual_seed(args.seed)
     sam2 = build_sam2(sam2_config_name(args.sam2), None, device=device)
@@ -208,7 +208,7 @@ def make_images(out_dir: Path, n: int, seed: int) -> list[dict]:
     import pycocotools.mask as mask_utils
     from pycocotools.coco import COCO
 
-    from no_time_to_train.dataset.synthetic import LARGE_SIZE, generate_coco_dataset
+    from no_time_to_train.data.synthetic import LARGE_SIZE, generate_coco_dataset
 
     info = generate_coco_dataset(
         out_dir, n_train=2, n_val=n, class_names=CLASSES, n_shot=1, seed=seed,
@@ -318,8 +318,8 @@ def run_path(
     naive: bool,
 ) -> dict:
     """Times the pipeline on every image; returns seconds per stage (summed), outputs, counts."""
-    from no_time_to_train.dataset.image_io import load_square
-    from no_time_to_train.evaluation import encode_detections
+    from no_time_to_train.data.images import load_square
+    from no_time_to_train.evaluation.coco_eval import encode_detections
 
     timer = StageTimer(device)
     proposer.stage_timer = timer
@@ -594,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix="ntt_bench_") as tmp:
         images = make_images(Path(tmp), args.images, args.seed)
-        from no_time_to_train.dataset.image_io import load_square
+        from no_time_to_train.data.images import load_square
 
         with torch.no_grad():  # the oracle prototypes (not timed)
             feats = [encoder(load_square(im["path"], 1024)[0][None].to(device))[0] for im in images]

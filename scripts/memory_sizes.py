@@ -17,12 +17,12 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from no_time_to_train import memory_file
-from no_time_to_train.builders import encoder_feat_dim
-from no_time_to_train.dataset.coco_ref_dataset import COCOMemoryFillCropDataset
-from no_time_to_train.dataset.metainfo import COCO_CLASSES, COCO_FEW_SHOT_CLASSES
-from no_time_to_train.dataset.synthetic import generate_coco_dataset
+from no_time_to_train.data.datasets import COCOMemoryFillCropDataset
+from no_time_to_train.data.splits import COCO_CLASSES, COCO_FEW_SHOT_CLASSES
+from no_time_to_train.data.synthetic import generate_coco_dataset
 from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.pipeline import memory_io
+from no_time_to_train.pipeline.builders import encoder_feat_dim
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
             os.path.join(tmp, "memory.ckpt"),
             os.path.join(tmp, "memory_postprocessed.ckpt"),
         )
-        memory_file.write(fill_path, bank, memory_file.make_meta(bank, args.encoder, 518))
+        memory_io.write(fill_path, bank, memory_io.make_meta(bank, args.encoder, 518))
         n_fg = bank.mem_fg_feats.shape[0]
         bank.postprocess()
-        memory_file.write(post_path, bank, memory_file.make_meta(bank, args.encoder, 518))
+        memory_io.write(post_path, bank, memory_io.make_meta(bank, args.encoder, 518))
         sizes = {"fill_bytes": os.path.getsize(fill_path), "postprocessed_bytes": os.path.getsize(post_path)}
     n_ref = len(ds)
     dense = n_ref * 1369 * dim * 4

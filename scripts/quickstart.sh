@@ -15,7 +15,7 @@ OUT=work_dirs/demo
 CLASSES=person,car,bird
 mkdir -p "$OUT"
 if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
-  python -m no_time_to_train.dataset.synthetic --out-dir "$DATA" --classes "$CLASSES" \
+  python -m no_time_to_train.data.synthetic --out-dir "$DATA" --classes "$CLASSES" \
       --n-train 8 --n-val 4 --n-shot 2 --seed 0
 fi
 
@@ -29,7 +29,7 @@ elif [ -f checkpoints/sam2_hiera_tiny.pt ] && [ -f checkpoints/dinov2/dinov2_vit
 else
   RND=checkpoints/random
   if [ ! -f "$RND/sam2_hiera_tiny.pt" ] || [ ! -f "$RND/dinov2/dinov2_vits14_pretrain.pth" ]; then
-    python -m no_time_to_train.models.checkpoint_tools --random-weights --small --no-large --dest "$RND" --force
+    python -m no_time_to_train.tools.random_checkpoints --random-weights --small --no-large --dest "$RND" --force
   fi
   echo "=================================================================================="
   echo " No real checkpoints in checkpoints/ (see checkpoints/README.md)."

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from no_time_to_train.dataset.synthetic import generate_coco_dataset
+from no_time_to_train.data.synthetic import generate_coco_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FEWSHOT_CFG = REPO / "no_time_to_train" / "new_exps" / "coco_fewshot_10shot_Sam2L.yaml"
@@ -32,7 +32,7 @@ def synth(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict:
     """Random-weight SAM2-t and DINOv2-S checkpoints written in Meta's formats."""
-    from no_time_to_train.models.checkpoint_tools import (
+    from no_time_to_train.tools.random_checkpoints import (
         write_random_dinov2_checkpoint,
         write_random_sam2_checkpoint,
     )
@@ -60,7 +60,7 @@ def dataset_overrides(synth: dict, cat_names: list[str] | None = None) -> dict:
 
 
 def run_cli(argv: list[str]):
-    from no_time_to_train.cli import main
+    from no_time_to_train.cli.lightning_cli import main
 
     return main([str(a) for a in argv])
 

@@ -5,7 +5,7 @@ set of anchor colours (the classes', the distractors' and greys), so patches of 
 near-parallel and patches of different classes (or background) are near-orthogonal.
 ``ColorProposer`` proposes the connected components of every anchor colour (which include the
 true object masks), plus junk proposals (the whole image, unions of objects, random boxes).
-Both follow the contracts of ``no_time_to_train.models.segmenter``.
+Both follow the contracts of ``no_time_to_train.pipeline.segmenter``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train.lightning_module import Sam2MatcherLightningModel
-from no_time_to_train.models.proposals import Proposals
+from no_time_to_train.cli.lightning_module import Sam2MatcherLightningModel
+from no_time_to_train.models.sam2_proposer import Proposals
 
 GREYS = [(g, g, g) for g in range(40, 241, 25)]
 

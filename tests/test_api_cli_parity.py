@@ -12,7 +12,7 @@ from torch import nn
 
 from no_time_to_train.api import FewShotSegmenter
 from no_time_to_train.config import ModelCfg
-from no_time_to_train.dataset.reference_pkl import load_reference_pkl
+from no_time_to_train.data.reference_sets import load_reference_pkl
 
 from .conftest import FEWSHOT_CFG, run_cli
 from .oracle import GREYS, ColorEncoder, ColorProposer

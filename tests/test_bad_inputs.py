@@ -25,16 +25,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from no_time_to_train import memory_file
-from no_time_to_train.dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
-from no_time_to_train.dataset.image_io import load_rgb
+from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
+from no_time_to_train.data.images import load_rgb
 from no_time_to_train.errors import DatasetError
-from no_time_to_train.exports import export_prediction
 from no_time_to_train.io_utils import atomic_save_json
 from no_time_to_train.models.matching import class_prototypes
-from no_time_to_train.models.proposals import Proposals
-from no_time_to_train.models.segmenter import Detections
+from no_time_to_train.models.sam2_proposer import Proposals
+from no_time_to_train.output.exports import export_prediction
+from no_time_to_train.pipeline import memory_io
 from no_time_to_train.pipeline.references import crop_window
+from no_time_to_train.pipeline.segmenter import Detections
 
 from .conftest import REPO, run_cli
 from .helpers import (
@@ -157,7 +157,7 @@ def test_memory_file_from_another_config(in_tmp, bank, capsys, flag, value, need
 
 def test_memory_file_of_an_older_version(in_tmp, bank, capsys):
     ckpt = torch.load(bank.post, map_location="cpu", weights_only=True)
-    ckpt[memory_file.META_KEY]["format_version"] = 0
+    ckpt[memory_io.META_KEY]["format_version"] = 0
     old = in_tmp / "old.ckpt"
     torch.save(ckpt, old)
     expect_user_error(
@@ -664,7 +664,7 @@ def test_target_annotations_of_unlisted_categories_are_ignored(tmp_path, synth):
     example) evaluate and visualise the selected classes only."""
     import json
 
-    from no_time_to_train.dataset.coco_ref_dataset import COCORefTestDataset
+    from no_time_to_train.data.datasets import COCORefTestDataset
 
     data = json.loads(open(synth["val_json"]).read())
     bird = next(c for c in data["categories"] if c["name"] == "bird")

@@ -12,9 +12,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from no_time_to_train.models.encoders import build_sam2
-from no_time_to_train.models.proposals import Sam2PointGridProposer, _hypernetwork
-from no_time_to_train.models.sam2_decoder import MultiPromptDecoder
+from no_time_to_train.checkpoints.loading import build_sam2
+from no_time_to_train.models.sam2_fast_decoder import MultiPromptDecoder
+from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer, _hypernetwork
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,15 +15,15 @@ import cv2
 import numpy as np
 import pytest
 
-from no_time_to_train.dataset import coco_to_pkl, few_shot_sampling
-from no_time_to_train.dataset.few_shot_sampling import (
+from no_time_to_train.data.reference_sets import load_reference_pkl
+from no_time_to_train.data.splits import COCO_CATEGORIES, METAINFO
+from no_time_to_train.errors import DatasetError, UserInputError
+from no_time_to_train.tools import coco_to_pkl, few_shot_sampling
+from no_time_to_train.tools.few_shot_sampling import (
     is_valid_annotation,
     sample_few_shot,
     sample_references,
 )
-from no_time_to_train.dataset.metainfo import COCO_CATEGORIES, METAINFO
-from no_time_to_train.dataset.reference_pkl import load_reference_pkl
-from no_time_to_train.errors import DatasetError, UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO_ID = {name: cid for cid, name in COCO_CATEGORIES}

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from no_time_to_train.dataset import coco_to_pkl
-from no_time_to_train.dataset.coco_checks import validate_coco
-from no_time_to_train.dataset.coco_ref_dataset import COCOMemoryFillCropDataset
-from no_time_to_train.dataset.reference_pkl import load_reference_pkl, save_reference_pkl
+from no_time_to_train.data.coco_checks import validate_coco
+from no_time_to_train.data.datasets import COCOMemoryFillCropDataset
+from no_time_to_train.data.reference_sets import load_reference_pkl, save_reference_pkl
 from no_time_to_train.errors import DatasetError
+from no_time_to_train.tools import coco_to_pkl
 
 from .helpers import FILL_FLAG, TEST_FLAG, base, expect_user_error, oracle_yaml
 
@@ -213,7 +213,7 @@ def test_box_only_target_ground_truth_gives_bbox_ap_and_a_note(in_tmp, bank, syn
 
 
 def test_decompression_bomb_is_refused_with_its_size_and_the_setting(tmp_path, monkeypatch):
-    from no_time_to_train.dataset.image_io import MAX_PIXELS_ENV, load_rgb
+    from no_time_to_train.data.images import MAX_PIXELS_ENV, load_rgb
 
     path = tmp_path / "bomb.png"
     Image.new("1", (30000, 20000)).save(path)  # 600 megapixels, a few hundred kB on disk
@@ -230,7 +230,7 @@ def test_decompression_bomb_is_refused_with_its_size_and_the_setting(tmp_path, m
 
 
 def test_large_legitimate_image_loads(tmp_path):
-    from no_time_to_train.dataset.image_io import load_rgb
+    from no_time_to_train.data.images import load_rgb
 
     path = tmp_path / "big.png"
     Image.fromarray(np.full((4000, 6000, 3), 90, np.uint8)).save(path)
@@ -279,7 +279,7 @@ def _ref_image(d: Path, name: str, size=(30, 20), mask_size=(30, 20)) -> None:
 
 
 def test_reference_folder_errors_name_the_folder_and_the_mask_file(tmp_path):
-    from no_time_to_train.segment_image import read_reference_folder
+    from no_time_to_train.cli.segment_image import read_reference_folder
 
     refs = tmp_path / "refs"
     _ref_image(refs / "boat", "a")

@@ -16,20 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train.errors import CheckpointError, ConfigError
-from no_time_to_train.models import checkpoint_tools
-from no_time_to_train.models.checkpoint_tools import (
-    dinov2_meta_state_dict,
-    random_dinov2_vit,
-    write_random_dinov2_checkpoint,
-    write_random_sam2_checkpoint,
-)
-from no_time_to_train.models.encoders import (
+from no_time_to_train.checkpoints.loading import (
     DINOV2_VARIANTS,
     SAM2_CHECKPOINT_FILES,
     build_dinov2,
     build_sam2,
     resolve_sam2_config,
+)
+from no_time_to_train.errors import CheckpointError, ConfigError
+from no_time_to_train.tools import random_checkpoints
+from no_time_to_train.tools.random_checkpoints import (
+    dinov2_meta_state_dict,
+    random_dinov2_vit,
+    write_random_dinov2_checkpoint,
+    write_random_sam2_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,7 +349,7 @@ def test_dinov2_table():
 
 def test_random_weights_cli(tmp_path, capsys):
     args = ["--random-weights", "--small", "--no-large", "--dest", str(tmp_path)]
-    assert checkpoint_tools.main(args) == 0
+    assert random_checkpoints.main(args) == 0
     assert "RANDOM" in capsys.readouterr().out
     sam2_file = tmp_path / "sam2_hiera_tiny.pt"
     dinov2_file = tmp_path / "dinov2" / "dinov2_vits14_pretrain.pth"
@@ -359,12 +359,12 @@ def test_random_weights_cli(tmp_path, capsys):
     ]
 
     dinov2_file.write_bytes(b"a real checkpoint")
-    assert checkpoint_tools.main(args) == 1  # refuses to overwrite
+    assert random_checkpoints.main(args) == 1  # refuses to overwrite
     assert dinov2_file.read_bytes() == b"a real checkpoint"
     assert str(dinov2_file) in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
-        checkpoint_tools.main(["--dest", str(tmp_path)])  # --random-weights is required
+        random_checkpoints.main(["--dest", str(tmp_path)])  # --random-weights is required
     assert sam2_file.stat().st_size > 100 * 2**20  # SAM2-t has ~39 M float32 parameters
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from no_time_to_train.config import Sam2InferCfg
 from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.models.proposals import Proposals, point_grid
-from no_time_to_train.models.segmenter import ReferenceSegmenter
+from no_time_to_train.models.sam2_proposer import Proposals, point_grid
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
 
 def test_point_grid_matches_reference_coordinates_and_order():

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from no_time_to_train.models.memory_bank import MemoryBank, cosine_kmeans
-from no_time_to_train.models.segmenter import ReferenceSegmenter
 from no_time_to_train.pipeline.references import crop_window
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
 
 def _filled_bank(c=2, k=2, p=6, d=4, seed=0):

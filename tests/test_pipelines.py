@@ -28,8 +28,11 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from no_time_to_train.dataset import coco_inst_to_segm, sam_bbox_to_segm_batch
-from no_time_to_train.dataset.sam_bbox_to_segm_batch import (
+from no_time_to_train.data.synthetic import coco_categories, generate_coco_dataset
+from no_time_to_train.errors import CheckpointError, ConfigError, UserInputError
+from no_time_to_train.evaluation import semantic_miou
+from no_time_to_train.tools import box_to_mask
+from no_time_to_train.tools.box_to_mask import (
     SamModelSpec,
     add_segmentations,
     build_box_segmenter,
@@ -37,8 +40,6 @@ from no_time_to_train.dataset.sam_bbox_to_segm_batch import (
     resolve_device,
     resolve_model_type,
 )
-from no_time_to_train.dataset.synthetic import coco_categories, generate_coco_dataset
-from no_time_to_train.errors import CheckpointError, ConfigError, UserInputError
 
 from .conftest import REPO, write_yaml
 
@@ -163,14 +164,14 @@ def test_missing_images_and_checkpoint_errors(tmp_path, capsys):
         (tmp_path / "images" / f"{i:04d}.png").unlink()
     ckpt = tmp_path / "sam_vit_h_4b8939.pth"
     args = ["--input_json", json_path, "--image_dir", tmp_path / "images", "--sam_checkpoint", ckpt]
-    assert sam_bbox_to_segm_batch.main([str(a) for a in args]) == 1
+    assert box_to_mask.main([str(a) for a in args]) == 1
     err = capsys.readouterr().err
     assert "6 annotated image(s)" in err and "0001.png" in err and "(6 in all)" in err
     assert "never_there" not in err  # images without annotations are not needed
 
     for i in range(1, 7):
         shutil.copy(tmp_path / "images" / "0007.png", tmp_path / "images" / f"{i:04d}.png")
-    assert sam_bbox_to_segm_batch.main([str(a) for a in args]) == 1
+    assert box_to_mask.main([str(a) for a in args]) == 1
     err = capsys.readouterr().err
     assert (
         "not found" in err and "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in err
@@ -267,7 +268,7 @@ def test_sam1_segmenter_matches_sam_forward():
         np.array([[10, 10, 80, 90], [100, 20, 190, 110], [0, 0, 200, 120]], float),
         np.array([[5, 5, 60, 100]], float),
     ]
-    got = sam_bbox_to_segm_batch.Sam1BoxSegmenter(sam, max_boxes_per_call=2).segment(images, boxes)
+    got = box_to_mask.Sam1BoxSegmenter(sam, max_boxes_per_call=2).segment(images, boxes)
 
     transform = ResizeLongestSide(1024)
     batched = [
@@ -697,7 +698,7 @@ def test_semantic_miou_known_answer(tmp_path, capsys):
     res_path = tmp_path / "results.json"
     res_path.write_text(json.dumps(dets))
 
-    s = coco_inst_to_segm.evaluate_semantic(res_path, gt, split=1)
+    s = semantic_miou.evaluate_semantic(res_path, gt, split=1)
     # person: I = 30 (rows 2-4), U = 50 GT + 40 predicted - 30 = 60; airplane: I = 25, U = 25 + 70 - 25
     assert s["per_class_IoU"]["person"] == pytest.approx(0.5)
     assert s["per_class_IoU"]["airplane"] == pytest.approx(25 / 70)
@@ -707,21 +708,19 @@ def test_semantic_miou_known_answer(tmp_path, capsys):
     assert s["FB_IoU"] == pytest.approx((75 / 110 + 90 / 125) / 2)
 
     # The same classes named explicitly (in another order) give the same numbers.
-    s2 = coco_inst_to_segm.evaluate_semantic(res_path, gt, class_names=["airplane", "person"])
+    s2 = semantic_miou.evaluate_semantic(res_path, gt, class_names=["airplane", "person"])
     assert s2["mIoU"] == pytest.approx(s["mIoU"])
     assert s2["per_class_IoU"] == {k: s["per_class_IoU"][k] for k in ("airplane", "person")}
     # A lower threshold lets the 0.4 person in first (lowest score, painted first, then overwritten).
-    s3 = coco_inst_to_segm.evaluate_semantic(res_path, gt, split=1, score_thr=0.3)
+    s3 = semantic_miou.evaluate_semantic(res_path, gt, split=1, score_thr=0.3)
     assert s3["per_class_IoU"]["person"] == pytest.approx(s["per_class_IoU"]["person"])
 
     out = tmp_path / "miou.json"
     assert (
-        coco_inst_to_segm.main(
-            ["--results", str(res_path), "--gt", str(gt), "--split", "1", "--out", str(out)]
-        )
+        semantic_miou.main(["--results", str(res_path), "--gt", str(gt), "--split", "1", "--out", str(out)])
         == 0
     )
     assert "mIoU over 2 of 20 classes: 42.86" in capsys.readouterr().out
     assert json.loads(out.read_text())["mIoU"] == pytest.approx(s["mIoU"])
-    assert coco_inst_to_segm.main(["--results", str(res_path), "--gt", str(gt), "--split", "7"]) == 1
-    assert coco_inst_to_segm.main(["--results", str(res_path), "--gt", str(gt)]) == 1
+    assert semantic_miou.main(["--results", str(res_path), "--gt", str(gt), "--split", "7"]) == 1
+    assert semantic_miou.main(["--results", str(res_path), "--gt", str(gt)]) == 1

@@ -7,9 +7,9 @@ import torch
 from sam2.modeling.sam.mask_decoder import MaskDecoder
 from sam2.modeling.sam.transformer import TwoWayTransformer
 
-from no_time_to_train.models.encoders import build_sam2
-from no_time_to_train.models.proposals import Sam2PointGridProposer
-from no_time_to_train.models.sam2_decoder import MultiPromptDecoder, supports
+from no_time_to_train.checkpoints.loading import build_sam2
+from no_time_to_train.models.sam2_fast_decoder import MultiPromptDecoder, supports
+from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from no_time_to_train.models.checkpoint_tools import main as write_checkpoints
+from no_time_to_train.tools.random_checkpoints import main as write_checkpoints
 
 from .conftest import REPO
 

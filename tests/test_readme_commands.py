@@ -14,9 +14,9 @@ import sys
 import pytest
 import torch
 
-from no_time_to_train.dataset.metainfo import COCO_FEW_SHOT_CLASSES
-from no_time_to_train.dataset.synthetic import generate_coco_dataset
-from no_time_to_train.models.checkpoint_tools import main as write_checkpoints
+from no_time_to_train.data.splits import COCO_FEW_SHOT_CLASSES
+from no_time_to_train.data.synthetic import generate_coco_dataset
+from no_time_to_train.tools.random_checkpoints import main as write_checkpoints
 
 from .conftest import REPO
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from no_time_to_train.cli.segment_image import main, read_reference_folder
 from no_time_to_train.errors import DatasetError
-from no_time_to_train.segment_image import main, read_reference_folder
 
 
 def _reference_folder(tmp_path, synth) -> str:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from no_time_to_train.dataset.metainfo import COCO_CATEGORIES
-from no_time_to_train.dataset.reference_pkl import load_reference_pkl
-from no_time_to_train.dataset.synthetic import generate_coco_dataset, is_valid_reference, main
+from no_time_to_train.data.reference_sets import load_reference_pkl
+from no_time_to_train.data.splits import COCO_CATEGORIES
+from no_time_to_train.data.synthetic import generate_coco_dataset, is_valid_reference, main
 from no_time_to_train.errors import DatasetError
 
 CLASSES = ("person", "car", "bird", "dog")

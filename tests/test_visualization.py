@@ -16,21 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train import reports
 from no_time_to_train.config import MemoryBankCfg, ModelCfg, Sam2InferCfg
 from no_time_to_train.config import TestVisCfg as VisCfg
-from no_time_to_train.dataset.coco_ref_dataset import (
+from no_time_to_train.data.datasets import (
     COCOMemoryFillCropDataset,
     COCORefTestDataset,
     coco_from_dict,
 )
-from no_time_to_train.dataset.synthetic import generate_coco_dataset
+from no_time_to_train.data.synthetic import generate_coco_dataset
 from no_time_to_train.errors import ConfigError
-from no_time_to_train.evaluation import evaluate_coco
-from no_time_to_train.exports import export_prediction
+from no_time_to_train.evaluation import reports
+from no_time_to_train.evaluation.coco_eval import evaluate_coco
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.models.segmenter import Detections, ReferenceSegmenter
-from no_time_to_train.visualization import (
+from no_time_to_train.output.exports import export_prediction
+from no_time_to_train.output.visualization import (
     BASE_PALETTE,
     class_color,
     class_colors,
@@ -40,6 +39,7 @@ from no_time_to_train.visualization import (
     visualize_memory_item,
     visualize_prediction,
 )
+from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter
 
 CLASSES = ("person", "car", "bird", "dog")
 FEAT_DIM = 16

@@ -150,7 +150,7 @@ class MemoryBank(nn.Module):
 
     def prototypes(self) -> torch.Tensor:
         """``(C, D)`` normalised mean of the instance means of each class (the matching prototypes)."""
-        from .matching import class_prototypes
+        from no_time_to_train.models.matching import class_prototypes
 
         return class_prototypes(self.mem_feats_ins_avg, self.mem_fill_counts)
 

@@ -1,1 +1,1 @@
-"""Method orchestration shared by the CLI, the Python API and the one-image command."""
+"""The method's orchestration, shared by the CLI, the Python API and the one-image command."""

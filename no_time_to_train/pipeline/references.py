@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.memory_bank import MemoryBank
-from ..models.segmenter import ReferenceSegmenter
+from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
 
 @dataclass

@@ -17,12 +17,12 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, DatasetError
-from ..pipeline.references import make_reference_crop
-from .coco_checks import has_mask, print_notes, validate_coco
-from .image_io import load_rgb, pil_to_tensor, square_tensor
-from .metainfo import split_class_names
-from .reference_pkl import load_reference_pkl
+from no_time_to_train.errors import ConfigError, DatasetError
+from no_time_to_train.pipeline.references import make_reference_crop
+from no_time_to_train.data.coco_checks import has_mask, print_notes, validate_coco
+from no_time_to_train.data.images import load_rgb, pil_to_tensor, square_tensor
+from no_time_to_train.data.splits import split_class_names
+from no_time_to_train.data.reference_sets import load_reference_pkl
 
 
 def load_coco(json_file: str, flag: str = "json_file", role: str = "any") -> COCO:

@@ -8,13 +8,13 @@ so that loading them goes through the same code as the real files:
 * DINOv2: a flat state dict with Meta's key names (like ``dinov2_vitl14_pretrain.pth``):
   ``mask_token``, ``register_tokens`` (and the class position folded out of ``cls_token``), and
   ``mlp.w12`` / ``mlp.w3`` for the SwiGLU MLP of the giant models. timm's checkpoint filter
-  undoes exactly this when the file is loaded by :func:`~no_time_to_train.models.encoders.build_dinov2`.
+  undoes exactly this when the file is loaded by :func:`~no_time_to_train.checkpoints.loading.build_dinov2`.
 
 The outputs of such models are meaningless: use them for smoke tests and timing only.
 
 Command line::
 
-    python -m no_time_to_train.models.checkpoint_tools --random-weights [--small] [--no-large]
+    python -m no_time_to_train.tools.random_checkpoints --random-weights [--small] [--no-large]
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from no_time_to_train.errors import ConfigError
-from no_time_to_train.io_utils import atomic_open
-from no_time_to_train.models.encoders import (
+from no_time_to_train.checkpoints.loading import (
     DINOV2_VARIANTS,
     SAM2_CHECKPOINT_FILES,
     build_sam2,
     resolve_sam2_config,
 )
+from no_time_to_train.errors import ConfigError
+from no_time_to_train.io_utils import atomic_open
 
 __all__ = [
     "dinov2_meta_state_dict",
@@ -65,7 +65,7 @@ def write_random_sam2_checkpoint(cfg_file: str, path: str | os.PathLike, seed: i
     """Write ``{"model": state_dict}`` of a randomly initialised SAM2 for ``cfg_file``.
 
     The architecture is the official one built from the sam2 package config, so the file loads
-    strictly with :func:`~no_time_to_train.models.encoders.build_sam2` and the same config.
+    strictly with :func:`~no_time_to_train.checkpoints.loading.build_sam2` and the same config.
     """
     torch.manual_seed(seed)
     model = build_sam2(cfg_file, None, device="cpu")
@@ -153,7 +153,7 @@ _SMALL_SET = [
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m no_time_to_train.models.checkpoint_tools",
+        prog="python -m no_time_to_train.tools.random_checkpoints",
         description=(
             "Write RANDOM-WEIGHT stand-ins for Meta's SAM2 and DINOv2 checkpoints, in the official "
             "file formats and at the paths the configs expect. For smoke tests and timing only: "

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compat import sam2_transformer_classes
+from no_time_to_train.compat import sam2_transformer_classes
 
 
 @dataclass

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..compat import sam2_prepare_backbone_features
-from .sam2_decoder import ImageContext, MultiPromptDecoder, supports
+from no_time_to_train.compat import sam2_prepare_backbone_features
+from no_time_to_train.models.sam2_fast_decoder import ImageContext, MultiPromptDecoder, supports
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

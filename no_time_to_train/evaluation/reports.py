@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-from .io_utils import atomic_open, atomic_save_json
+from no_time_to_train.io_utils import atomic_open, atomic_save_json
 
 METRICS = ("AP", "AP50", "AP75")
 PLOTS_PER_PAGE = 48

@@ -36,10 +36,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import DatasetError
-from ..io_utils import atomic_save_json
-from .metainfo import COCO_CATEGORIES
-from .reference_pkl import save_reference_pkl
+from no_time_to_train.errors import DatasetError
+from no_time_to_train.io_utils import atomic_save_json
+from no_time_to_train.data.splits import COCO_CATEGORIES
+from no_time_to_train.data.reference_sets import save_reference_pkl
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "boat", "bird", "dog")
 LARGE_SIZE = (960, 1024)  # ``--large``: benchmark images close to SAM2's 1024 input
@@ -371,7 +371,7 @@ def generate_coco_dataset(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Command line: ``python -m no_time_to_train.dataset.synthetic --out-dir data/coco [...]``."""
+    """Command line: ``python -m no_time_to_train.data.synthetic --out-dir data/coco [...]``."""
     p = argparse.ArgumentParser(description="Write a deterministic synthetic COCO-format dataset.")
     p.add_argument("--out-dir", required=True, help="dataset root, e.g. data/coco")
     p.add_argument("--n-train", type=int, default=6, help="train images (the reference set comes from them)")

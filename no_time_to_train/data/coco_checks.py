@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import DatasetError
+from no_time_to_train.errors import DatasetError
 
 MAX_LISTED = 8
 

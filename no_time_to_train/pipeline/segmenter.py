@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Sam2InferCfg
-from . import matching
-from .memory_bank import MemoryBank
-from .proposals import Proposals, no_stage_timer
+from no_time_to_train.config import Sam2InferCfg
+from no_time_to_train.models import matching
+from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.models.sam2_proposer import Proposals, no_stage_timer
 
 
 @dataclass

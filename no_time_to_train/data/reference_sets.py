@@ -22,8 +22,8 @@ import os
 import pickle
 from collections import OrderedDict
 
-from ..errors import DatasetError
-from ..io_utils import atomic_save_json, atomic_save_pickle
+from no_time_to_train.errors import DatasetError
+from no_time_to_train.io_utils import atomic_save_json, atomic_save_pickle
 
 ReferenceSet = "OrderedDict[int, list[dict]]"
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DatasetError
+from no_time_to_train.errors import DatasetError
 
 MAX_PIXELS_ENV = "NTT_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 150_000_000

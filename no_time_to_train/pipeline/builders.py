@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import ModelCfg
-from .errors import ConfigError
+from no_time_to_train.config import ModelCfg
+from no_time_to_train.errors import ConfigError
 
 
 def encoder_feat_dim(name: str) -> int:
-    from .models.encoders import DINOV2_VARIANTS
+    from no_time_to_train.checkpoints.loading import DINOV2_VARIANTS
 
     if name not in DINOV2_VARIANTS:
         raise ConfigError(
@@ -21,13 +21,13 @@ def encoder_feat_dim(name: str) -> int:
 
 def build_encoder(cfg: ModelCfg) -> nn.Module:
     """DINOv2 patch-feature encoder from ``encoder_cfg`` / ``encoder_ckpt_path``."""
-    from .models.encoders import build_dinov2
+    from no_time_to_train.checkpoints.loading import build_dinov2
 
     return build_dinov2(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, img_size=cfg.encoder_cfg.img_size)
 
 
 def build_sam2_model(cfg: ModelCfg) -> nn.Module:
-    from .models.encoders import build_sam2
+    from no_time_to_train.checkpoints.loading import build_sam2
 
     # Built on the CPU; Lightning / the API move it to the run's device afterwards.
     return build_sam2(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, device="cpu")
@@ -35,7 +35,7 @@ def build_sam2_model(cfg: ModelCfg) -> nn.Module:
 
 def build_proposer(cfg: ModelCfg, sam2: nn.Module | None = None) -> nn.Module:
     """SAM2 point-grid proposer from ``sam2_cfg_file`` / ``sam2_ckpt_path`` / ``sam2_infer_cfgs``."""
-    from .models.proposals import Sam2PointGridProposer
+    from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer
 
     inf = cfg.sam2_infer_cfgs
     return Sam2PointGridProposer(

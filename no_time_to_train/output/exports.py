@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .errors import ConfigError
-from .io_utils import atomic_open, atomic_save_json
+from no_time_to_train.errors import ConfigError
+from no_time_to_train.io_utils import atomic_open, atomic_save_json
 
 EXPORT_FORMATS = ("png", "rle")
 PNG_INDEX = "instances.json"

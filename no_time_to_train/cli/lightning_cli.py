@@ -16,10 +16,11 @@ from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
 
-from . import memory_file, signals
-from .compat import CheckpointWithoutHyperparameters
-from .errors import UserInputError
-from .io_utils import atomic_save_json, check_output_path
+from no_time_to_train import signals
+from no_time_to_train.compat import CheckpointWithoutHyperparameters
+from no_time_to_train.errors import UserInputError
+from no_time_to_train.io_utils import atomic_save_json, check_output_path
+from no_time_to_train.pipeline import memory_io
 
 MEMORY_MODES = ("fill_memory", "postprocess_memory")
 
@@ -52,7 +53,7 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         (memory files hold none; the configuration comes from --config and the flags): check only
         that the file is readable, so a truncated or foreign file stops with a clear message
         instead of a traceback (its contents are validated against the config in ``before_test``)."""
-        self._ckpt_contents = memory_file.read(ckpt, mmap=True) if ckpt and os.path.isfile(ckpt) else None
+        self._ckpt_contents = memory_io.read(ckpt, mmap=True) if ckpt and os.path.isfile(ckpt) else None
 
     # ------------------------------------------------------------------ hooks
     def _args(self) -> Any:
@@ -74,9 +75,9 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         if ckpt:
             # Check the file against the config before the networks are built (minutes for SAM2-L +
             # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).
-            contents = getattr(self, "_ckpt_contents", None) or memory_file.read(ckpt, mmap=True)
+            contents = getattr(self, "_ckpt_contents", None) or memory_io.read(ckpt, mmap=True)
             self._ckpt_contents = None
-            memory_file.check_meta(contents, self.model.memory_meta(), ckpt)
+            memory_io.check_meta(contents, self.model.memory_meta(), ckpt)
         self.model._ckpt_path_hint = ckpt
 
     def _check_outputs_writable(self, args: Any) -> None:
@@ -144,7 +145,7 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             print(f"Results written to {path}")
         self.model.evaluate(results)
         if self.model.last_evals:
-            from .reports import save_per_class_report
+            from no_time_to_train.evaluation.reports import save_per_class_report
 
             save_per_class_report(self.model.last_evals, self.model.dataset, report_dir)
 
@@ -167,7 +168,7 @@ def save_memory(trainer, path: str) -> None:  # noqa: ANN001
     run leaves any previous file intact. The bank is identical on every rank after fill."""
     module = trainer.lightning_module
     if trainer.is_global_zero:
-        memory_file.write(path, module.memory, module.memory_meta())
+        memory_io.write(path, module.memory, module.memory_meta())
     trainer.strategy.barrier("save_memory")
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dataset.image_io import load_rgb
-from .errors import ConfigError, DatasetError
-from .io_utils import atomic_open
+from no_time_to_train.data.images import load_rgb
+from no_time_to_train.errors import ConfigError, DatasetError
+from no_time_to_train.io_utils import atomic_open
 
 RESULTS_DIR_ENV = "NTT_RESULTS_DIR"
 DEFAULT_RESULTS_DIR = "results_analysis"

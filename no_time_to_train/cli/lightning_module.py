@@ -16,16 +16,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import memory_file, signals
-from .builders import build_encoder, build_proposer, encoder_feat_dim
-from .config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
-from .dataset.coco_checks import has_mask
-from .dataset.coco_ref_dataset import COCOMemoryFillCropDataset, COCORefTestDataset
-from .errors import ConfigError
-from .evaluation import encode_detections, evaluate_coco, gather_indexed
-from .models.memory_bank import MemoryBank
-from .models.segmenter import ReferenceSegmenter
-from .pipeline import references
+from no_time_to_train import signals
+from no_time_to_train.config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
+from no_time_to_train.data.coco_checks import has_mask
+from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
+from no_time_to_train.errors import ConfigError
+from no_time_to_train.evaluation.coco_eval import encode_detections, evaluate_coco, gather_indexed
+from no_time_to_train.models.memory_bank import MemoryBank
+from no_time_to_train.pipeline import memory_io, references
+from no_time_to_train.pipeline.builders import build_encoder, build_proposer, encoder_feat_dim
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
 
@@ -193,7 +193,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         if self.test_mode == "fill_memory" and self.memory.is_filled:
             raise ConfigError("fill_memory starts from an empty bank; do not pass --ckpt_path in this mode.")
         if self.test_mode in ("test", "vis_memory"):
-            memory_file.require_postprocessed(self.memory, f"--model.test_mode {self.test_mode}")
+            memory_io.require_postprocessed(self.memory, f"--model.test_mode {self.test_mode}")
         if self.test_mode == "postprocess_memory" and not self.memory.is_filled:
             raise ConfigError("postprocess_memory needs --ckpt_path of a memory file written by fill_memory.")
         if self.test_mode == "test":
@@ -234,16 +234,16 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         """Per-image side outputs: online visualisation and plain exports (both off by default)."""
         opts = self.model_cfg.test
         if opts.online_vis:
-            from .visualization import visualize_prediction
+            from no_time_to_train.output.visualization import visualize_prediction
 
             visualize_prediction(self, item, dets)
         if opts.export_dir:
-            from .exports import export_prediction
+            from no_time_to_train.output.exports import export_prediction
 
             export_prediction(self, item, dets)
 
     def visualize_reference(self, item: dict) -> None:
-        from .visualization import visualize_memory_item
+        from no_time_to_train.output.visualization import visualize_memory_item
 
         visualize_memory_item(self, item)
 
@@ -316,20 +316,20 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def memory_meta(self) -> dict:
         enc = self.model_cfg.encoder_cfg
         names = getattr(self.dataset, "cat_names", None) if self.test_mode == "fill_memory" else None
-        return memory_file.make_meta(self.memory, enc.name, enc.img_size, names)
+        return memory_io.make_meta(self.memory, enc.name, enc.img_size, names)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # ``state_dict`` holds only the bank (see below), never the frozen backbones.
-        checkpoint[memory_file.META_KEY] = self.memory_meta()
+        checkpoint[memory_io.META_KEY] = self.memory_meta()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
-        self.loaded_meta = memory_file.check_meta(checkpoint, self.memory_meta(), path)
+        self.loaded_meta = memory_io.check_meta(checkpoint, self.memory_meta(), path)
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
         # Only the bank is stored; backbones come from their own checkpoints.
         path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
-        return memory_file.load_bank_state(self.memory, state_dict, path)
+        return memory_io.load_bank_state(self.memory, state_dict, path)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict:
         """Only the memory bank: this is what ``--out_path`` files contain."""

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .io_utils import atomic_open
-from .models.memory_bank import MemoryBank
+from no_time_to_train.errors import CheckpointError
+from no_time_to_train.io_utils import atomic_open
+from no_time_to_train.models.memory_bank import MemoryBank
 
 FORMAT_VERSION = 1
 META_KEY = "no_time_to_train_memory"

@@ -1,0 +1,194 @@
+"""One-image command: references in, masks out, no dataset layout or config needed.
+
+    python -m no_time_to_train.segment_image --refs REFS --images a.jpg b.jpg --out out/
+
+REFS is either a folder ``REFS/<class name>/<image>`` with a mask ``<image stem>_mask.png`` next to
+each reference image (non-zero pixels are the object; several distinct non-zero values are several
+instances), or a COCO json (``--refs refs.json --ref-images DIR``) whose annotations have masks
+(polygons or RLE) or only boxes (turned into masks with SAM2). For every target image it writes
+``<out>/<stem>.json`` (instances: class, score, XYXY box, RLE mask), ``<out>/<stem>_overlay.png``,
+and with ``--save-masks`` one PNG per instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+
+from no_time_to_train.api import FewShotSegmenter, Prediction
+from no_time_to_train.data.datasets import load_coco
+from no_time_to_train.data.images import as_pil_rgb
+from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
+from no_time_to_train.io_utils import atomic_open, atomic_save_json
+from no_time_to_train.pipeline import memory_io
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _read_mask(mask_path: Path, image_path: Path) -> np.ndarray:
+    """``(N, H, W)`` instance masks of one reference image; DatasetError naming the mask file."""
+    try:
+        with Image.open(mask_path) as m:
+            arr = np.asarray(m)
+        with Image.open(image_path) as im:
+            size = im.size
+    except OSError as e:
+        raise DatasetError(f"Could not read the mask {mask_path} or its image {image_path} ({e}).") from e
+    arr = arr if arr.ndim == 2 else arr[..., :3].max(axis=2)
+    if (arr.shape[1], arr.shape[0]) != size:
+        raise DatasetError(
+            f"Mask {mask_path} is {arr.shape[1]}x{arr.shape[0]} but its image {image_path} is {size[0]}x{size[1]}; "
+            "a mask must have its image's size."
+        )
+    values = [v for v in np.unique(arr) if v != 0]
+    if not values:
+        raise DatasetError(f"Mask {mask_path} is empty (all zero).")
+    return np.stack([arr == v for v in values])
+
+
+def read_reference_folder(folder: str) -> list[tuple[str, str, np.ndarray]]:
+    """``(class name, image path, (N, H, W) masks)`` for every reference image of the folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"--refs {folder}: no such folder (or COCO json).")
+    refs = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        images = sorted(
+            p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith("_mask")
+        )
+        if not images:
+            raise DatasetError(
+                f"Class folder {class_dir} has no reference image ({', '.join(IMAGE_EXTS)} with a "
+                "<stem>_mask.png next to each). Add references or remove the folder."
+            )
+        for img in images:
+            mask_path = img.with_name(f"{img.stem}_mask.png")
+            if not mask_path.is_file():
+                raise DatasetError(f"Reference {img} has no mask: expected {mask_path} (non-zero = object).")
+            refs.append((class_dir.name, str(img), _read_mask(mask_path, img)))
+    if not refs:
+        raise DatasetError(
+            f"No references in {folder}: expected {folder}/<class name>/<image> with <image stem>_mask.png."
+        )
+    return refs
+
+
+def read_reference_json(json_file: str, image_dir: str) -> list[tuple[str, str, np.ndarray | None, list]]:
+    """``(class name, image path, masks or None, boxes XYXY)`` per annotation of a COCO json."""
+    coco = load_coco(json_file, "--refs")
+    refs = []
+    for ann in coco.dataset.get("annotations", []):
+        info = coco.imgs[ann["image_id"]]
+        name = coco.cats[ann["category_id"]]["name"]
+        path = os.path.join(image_dir, info["file_name"])
+        x, y, w, h = ann["bbox"]
+        mask = coco.annToMask(ann)[None].astype(bool) if ann.get("segmentation") else None
+        refs.append((name, path, mask, [[x, y, x + w, y + h]]))
+    if not refs:
+        raise DatasetError(f"{json_file} has no annotations to use as references.")
+    return refs
+
+
+def write_outputs(
+    pred: Prediction, image: Image.Image, out_dir: str, stem: str, save_masks: bool
+) -> list[str]:
+    """The json, the overlay and (optionally) per-instance mask PNGs of one target image."""
+    from no_time_to_train.output.visualization import draw_instances, save_image
+
+    instances = []
+    for i in range(len(pred)):
+        rle = mask_utils.encode(np.asfortranarray(pred.masks[i].astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        instances.append({
+            "class": pred.class_names[int(pred.labels[i])],
+            "score": float(pred.scores[i]),
+            "bbox_xyxy": [float(v) for v in pred.boxes[i]],
+            "segmentation": rle,
+        })  # fmt: skip
+    paths = [os.path.join(out_dir, f"{stem}.json")]
+    atomic_save_json({"image": stem, "height": image.height, "width": image.width, "instances": instances},
+                     paths[0], indent=1)  # fmt: skip
+    overlay = draw_instances(
+        np.asarray(image), pred.masks, pred.boxes, pred.labels, pred.scores, pred.class_names
+    )
+    paths.append(save_image(os.path.join(out_dir, f"{stem}_overlay.png"), overlay))
+    if save_masks:
+        for i in range(len(pred)):
+            p = os.path.join(out_dir, f"{stem}_inst{i:03d}_{instances[i]['class']}.png")
+            with atomic_open(p, "wb") as f:
+                Image.fromarray(pred.masks[i].astype(np.uint8) * 255).save(f, format="PNG")
+            paths.append(p)
+    return paths
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m no_time_to_train.segment_image", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--refs", help="reference folder or COCO json (not needed with --memory)")
+    p.add_argument("--ref-images", help="image folder of a COCO-json --refs")
+    p.add_argument("--memory", help="load a memory file (from --save-memory or the CLI) instead of --refs")
+    p.add_argument("--classes", help="comma-separated class names with --memory (default: those in the file)")
+    p.add_argument("--images", nargs="+", required=True, help="target image(s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score-thr", type=float, default=0.3, help="keep instances scoring above this")
+    p.add_argument("--save-masks", action="store_true", help="also write one PNG per instance")
+    p.add_argument("--save-memory", help="write the memory built from --refs here")
+    p.add_argument("--sam2-cfg", default="sam2_hiera_l.yaml")
+    p.add_argument("--sam2-ckpt", default="./checkpoints/sam2_hiera_large.pt")
+    p.add_argument("--encoder", default="dinov2_large")
+    p.add_argument("--encoder-ckpt", default="./checkpoints/dinov2/dinov2_vitl14_pretrain.pth")
+    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    args = p.parse_args(argv)
+    if not args.refs and not args.memory:
+        p.error("give --refs (references) or --memory (a saved memory file)")
+    if args.refs and args.refs.endswith(".json") and not args.ref_images:
+        p.error("--refs with a COCO json needs --ref-images (the folder of its images)")
+    return args
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    if args.memory:
+        meta = memory_io.read(args.memory).get(memory_io.META_KEY) or {}
+        classes = args.classes.split(",") if args.classes else meta.get("class_names")
+        if not classes:
+            raise UserInputError(f"{args.memory} does not name its classes; pass --classes.")
+        refs = []
+    elif args.refs.endswith(".json"):
+        refs = read_reference_json(args.refs, args.ref_images)
+        classes = sorted({r[0] for r in refs})
+    else:
+        refs = [(n, p, m, None) for n, p, m in read_reference_folder(args.refs)]
+        classes = sorted({r[0] for r in refs})
+    seg = FewShotSegmenter.from_checkpoints(
+        classes, sam2_cfg=args.sam2_cfg, sam2_ckpt=args.sam2_ckpt, encoder=args.encoder,
+        encoder_ckpt=args.encoder_ckpt, device=args.device, points_per_side=args.points_per_side,
+    )  # fmt: skip
+    if args.memory:
+        seg.load_memory(args.memory)
+    for name, path, masks, boxes in refs:
+        seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
+    if args.save_memory:
+        seg.save_memory(args.save_memory)
+    written = []
+    for path in args.images:
+        image = as_pil_rgb(path)
+        pred = seg.predict(image, score_thr=args.score_thr)
+        stem = Path(path).stem
+        written += write_outputs(pred, image, args.out, stem, args.save_masks)
+        print(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_user_errors(run, parse_args(argv), code=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

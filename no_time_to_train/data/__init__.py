@@ -1,0 +1,1 @@
+"""COCO-format data: loading and validation, images, datasets, class splits, reference sets."""

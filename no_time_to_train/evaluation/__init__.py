@@ -1,0 +1,1 @@
+"""COCO results and evaluation: RLE encoding, gathering, COCOeval, per-class reports, mIoU."""

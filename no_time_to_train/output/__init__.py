@@ -1,0 +1,1 @@
+"""What a person looks at: drawing, visualisation panels, per-image exports."""

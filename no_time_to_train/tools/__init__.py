@@ -1,0 +1,1 @@
+"""Command-line data tools; each has ``main(argv=None)``."""
