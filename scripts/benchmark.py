@@ -190,7 +190,8 @@ def _to_float(x):  # noqa: ANN001, ANN202
 
 def build_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """Random-weight SAM2 (official modules from the config) and DINOv2 (timm) on ``device``."""
-    from no_time_to_train.checkpoints.loading import DinoV2Encoder, build_sam2
+    from no_time_to_train.checkpoints.loading import build_sam2
+    from no_time_to_train.models.dinov2 import DinoV2Encoder
     from no_time_to_train.tools.random_checkpoints import random_dinov2_vit
 
     torch.manual_seed(args.seed)

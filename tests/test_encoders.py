@@ -16,13 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train.checkpoints.loading import (
-    DINOV2_VARIANTS,
-    SAM2_CHECKPOINT_FILES,
-    build_dinov2,
-    build_sam2,
-    resolve_sam2_config,
-)
+from no_time_to_train.checkpoints.loading import build_dinov2, build_sam2
+from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS, SAM2_CHECKPOINT_FILES, resolve_sam2_config
 from no_time_to_train.errors import CheckpointError, ConfigError
 from no_time_to_train.tools import random_checkpoints
 from no_time_to_train.tools.random_checkpoints import (

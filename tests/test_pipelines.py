@@ -28,18 +28,14 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from no_time_to_train.checkpoints.sam_box import SamModelSpec, build_box_segmenter, resolve_model_type
+from no_time_to_train.data.polygons import mask_to_polygons
 from no_time_to_train.data.synthetic import coco_categories, generate_coco_dataset
 from no_time_to_train.errors import CheckpointError, ConfigError, UserInputError
 from no_time_to_train.evaluation import semantic_miou
+from no_time_to_train.models.box_prompt import Sam1BoxSegmenter
 from no_time_to_train.tools import box_to_mask
-from no_time_to_train.tools.box_to_mask import (
-    SamModelSpec,
-    add_segmentations,
-    build_box_segmenter,
-    mask_to_polygons,
-    resolve_device,
-    resolve_model_type,
-)
+from no_time_to_train.tools.box_to_mask import add_segmentations, resolve_device
 
 from .conftest import REPO, write_yaml
 
@@ -268,7 +264,7 @@ def test_sam1_segmenter_matches_sam_forward():
         np.array([[10, 10, 80, 90], [100, 20, 190, 110], [0, 0, 200, 120]], float),
         np.array([[5, 5, 60, 100]], float),
     ]
-    got = box_to_mask.Sam1BoxSegmenter(sam, max_boxes_per_call=2).segment(images, boxes)
+    got = Sam1BoxSegmenter(sam, max_boxes_per_call=2).segment(images, boxes)
 
     transform = ResizeLongestSide(1024)
     batched = [

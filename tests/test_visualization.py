@@ -18,27 +18,23 @@ from torch import nn
 
 from no_time_to_train.config import MemoryBankCfg, ModelCfg, Sam2InferCfg
 from no_time_to_train.config import TestVisCfg as VisCfg
-from no_time_to_train.data.datasets import (
-    COCOMemoryFillCropDataset,
-    COCORefTestDataset,
-    coco_from_dict,
-)
+from no_time_to_train.data.coco import coco_from_dict
+from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.data.synthetic import generate_coco_dataset
 from no_time_to_train.errors import ConfigError
 from no_time_to_train.evaluation import reports
 from no_time_to_train.evaluation.coco_eval import evaluate_coco
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.output.exports import export_prediction
-from no_time_to_train.output.visualization import (
+from no_time_to_train.output.drawing import (
     BASE_PALETTE,
     class_color,
     class_colors,
     draw_instances,
     line_thickness,
     to_uint8_rgb,
-    visualize_memory_item,
-    visualize_prediction,
 )
+from no_time_to_train.output.exports import export_prediction
+from no_time_to_train.output.visualization import visualize_memory_item, visualize_prediction
 from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter
 
 CLASSES = ("person", "car", "bird", "dog")

@@ -22,7 +22,7 @@ import pycocotools.mask as mask_utils
 from PIL import Image
 
 from no_time_to_train.api import FewShotSegmenter, Prediction
-from no_time_to_train.data.datasets import load_coco
+from no_time_to_train.data.coco import image_file_name, load_coco
 from no_time_to_train.data.images import as_pil_rgb
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
 from no_time_to_train.io_utils import atomic_open, atomic_save_json
@@ -86,7 +86,7 @@ def read_reference_json(json_file: str, image_dir: str) -> list[tuple[str, str, 
     for ann in coco.dataset.get("annotations", []):
         info = coco.imgs[ann["image_id"]]
         name = coco.cats[ann["category_id"]]["name"]
-        path = os.path.join(image_dir, info["file_name"])
+        path = os.path.join(image_dir, image_file_name(info))
         x, y, w, h = ann["bbox"]
         mask = coco.annToMask(ann)[None].astype(bool) if ann.get("segmentation") else None
         refs.append((name, path, mask, [[x, y, x + w, y + h]]))
@@ -99,7 +99,7 @@ def write_outputs(
     pred: Prediction, image: Image.Image, out_dir: str, stem: str, save_masks: bool
 ) -> list[str]:
     """The json, the overlay and (optionally) per-instance mask PNGs of one target image."""
-    from no_time_to_train.output.visualization import draw_instances, save_image
+    from no_time_to_train.output.drawing import draw_instances, save_image
 
     instances = []
     for i in range(len(pred)):

@@ -39,13 +39,13 @@ def _open_lazily(path: str) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_rgb(path: str) -> Image.Image:
+def load_rgb(path: str, hint: str = "Check the dataset `root` flag and the json's file_name.") -> Image.Image:
     """Open ``path`` as an 8-bit RGB PIL image (grayscale, palette, RGBA and 16-bit inputs are
     converted; alpha is dropped). Raises DatasetError naming the file, also for an image larger
     than ``max_image_pixels()`` (checked on the header, before any pixel is decoded)."""
     if not os.path.isfile(path):
         raise DatasetError(
-            f"Image not found: {path}. Check the dataset `root` flag and the json's file_name."
+            f"Image not found: {path}. {hint}"
         )
     try:
         img = _open_lazily(path)

@@ -36,10 +36,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from no_time_to_train.data.reference_sets import save_reference_pkl
+from no_time_to_train.data.splits import COCO_CATEGORIES
 from no_time_to_train.errors import DatasetError
 from no_time_to_train.io_utils import atomic_save_json
-from no_time_to_train.data.splits import COCO_CATEGORIES
-from no_time_to_train.data.reference_sets import save_reference_pkl
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "boat", "bird", "dog")
 LARGE_SIZE = (960, 1024)  # ``--large``: benchmark images close to SAM2's 1024 input

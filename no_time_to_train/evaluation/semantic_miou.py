@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from no_time_to_train.data.coco import read_coco_json
 from no_time_to_train.data.splits import METAINFO
 from no_time_to_train.errors import DatasetError, UserInputError
 from no_time_to_train.io_utils import atomic_save_json
-from no_time_to_train.tools.few_shot_sampling import load_coco_json
 
 DEFAULT_SCORE_THR = 0.5
 
@@ -159,7 +159,7 @@ def evaluate_semantic(
     score_thr: float = DEFAULT_SCORE_THR,
 ) -> dict:
     """Load both files and compute :func:`iou_summary` (see the module docstring)."""
-    gt = load_coco_json(gt_json, "Pass the COCO instances json of the evaluated images with --gt.")
+    gt = read_coco_json(gt_json, "Pass the COCO instances json of the evaluated images with --gt.")
     path = Path(results_json)
     if not path.is_file():
         raise DatasetError(

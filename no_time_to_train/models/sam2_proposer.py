@@ -21,10 +21,8 @@ import torch
 from torch import nn
 
 from no_time_to_train.compat import sam2_prepare_backbone_features
+from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from no_time_to_train.models.sam2_fast_decoder import ImageContext, MultiPromptDecoder, supports
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from no_time_to_train.errors import ConfigError
 
 
 def encoder_feat_dim(name: str) -> int:
-    from no_time_to_train.checkpoints.loading import DINOV2_VARIANTS
+    from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS
 
     if name not in DINOV2_VARIANTS:
         raise ConfigError(

@@ -32,202 +32,39 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from no_time_to_train.checkpoints.loading import SAM2_CHECKPOINT_FILES, resolve_sam2_config
+from no_time_to_train.checkpoints.sam_box import build_box_segmenter, resolve_model_type
+from no_time_to_train.data.coco import image_file_name, read_coco_json
+from no_time_to_train.data.images import load_rgb
+from no_time_to_train.data.polygons import box_polygon, mask_to_polygons
 from no_time_to_train.errors import (
-    CheckpointError,
     ConfigError,
     DatasetError,
     UserInputError,
     run_reporting_user_errors,
 )
-from no_time_to_train.io_utils import atomic_open, atomic_save_json
-from no_time_to_train.tools.few_shot_sampling import load_coco_json
+from no_time_to_train.io_utils import atomic_save_json
+from no_time_to_train.models.box_prompt import BoxPromptSegmenter
+from no_time_to_train.output.drawing import draw_instances, save_image
 
 __all__ = [
-    "SAM1_CHECKPOINTS",
-    "BoxPromptSegmenter",
-    "SamModelSpec",
-    "Sam1BoxSegmenter",
-    "Sam2BoxSegmenter",
     "SegmentationReport",
     "add_segmentations",
-    "build_box_segmenter",
+    "check_images",
     "main",
-    "mask_to_polygons",
     "output_paths",
-    "resolve_device",
-    "resolve_model_type",
     "sam_bbox_to_segm",
 ]
 
 Log = Callable[[str], None]
-
-_SAM1_URL = "https://dl.fbaipublicfiles.com/segment_anything"
-SAM1_CHECKPOINTS: dict[str, str] = {
-    "vit_h": "sam_vit_h_4b8939.pth",
-    "vit_l": "sam_vit_l_0b3195.pth",
-    "vit_b": "sam_vit_b_01ec64.pth",
-}
-"""SAM (v1) model type -> Meta's checkpoint file (downloadable from ``_SAM1_URL``)."""
-_SAM1_WIDTHS = {1280: "vit_h", 1024: "vit_l", 768: "vit_b"}  # image encoder width -> model type
-_SAM2_LONG_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
-# (Hiera trunk width, number of blocks) -> size letter, to recognise an unnamed SAM2 checkpoint.
-_SAM2_TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
-
-MAX_BOXES_PER_CALL = 64
-"""Box prompts per mask-decoder call: bounds the memory of the full-resolution masks."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Model selection
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SamModelSpec:
-    """Which segmenter to build: ``family`` "sam1" (``name`` = vit_h/l/b) or "sam2" (config name)."""
-
-    family: str
-    name: str
-
-    @property
-    def file_name(self) -> str:
-        if self.family == "sam1":
-            return SAM1_CHECKPOINTS[self.name]
-        return SAM2_CHECKPOINT_FILES[self.name].file_name
-
-    @property
-    def url(self) -> str:
-        if self.family == "sam1":
-            return f"{_SAM1_URL}/{self.file_name}"
-        return SAM2_CHECKPOINT_FILES[self.name].url
-
-    def describe(self) -> str:
-        return f"SAM {self.name}" if self.family == "sam1" else f"SAM2 {self.name}"
-
-
-def _valid_model_types() -> str:
-    return "auto, " + ", ".join(SAM1_CHECKPOINTS) + ", " + ", ".join(SAM2_CHECKPOINT_FILES)
-
-
-def _spec_from_file_name(path: str | os.PathLike) -> SamModelSpec | None:
-    """Recognise Meta's checkpoint names (``sam_vit_h_4b8939.pth``, ``sam2.1_hiera_large.pt``, ...)."""
-    name = Path(path).name.lower()
-    match = re.search(r"sam2(\.1)?_hiera_(tiny|small|base_plus|large)", name)
-    if match:
-        version = "sam2.1" if match.group(1) else "sam2"
-        return SamModelSpec("sam2", f"{version}_hiera_{_SAM2_LONG_SIZES[match.group(2)]}.yaml")
-    match = re.search(r"sam_(vit_[hlb])(?![a-z0-9])", name)
-    if match:
-        return SamModelSpec("sam1", match.group(1))
-    return None
-
-
-def _spec_from_content(path: Path) -> SamModelSpec | None:
-    """Recognise a checkpoint by its weights (reads the file; memory-mapped when possible)."""
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if not isinstance(ckpt, dict):
-        return None
-    if isinstance(ckpt.get("model"), dict):
-        sd = ckpt["model"]
-        weight = sd.get("image_encoder.trunk.patch_embed.proj.weight")
-        if not isinstance(weight, torch.Tensor):
-            return None
-        blocks = {int(m.group(1)) for k in sd if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
-        size = _SAM2_TRUNKS.get((int(weight.shape[0]), len(blocks)))
-        if size is None:
-            return None
-        version = "sam2.1" if "no_obj_embed_spatial" in sd else "sam2"
-        return SamModelSpec("sam2", f"{version}_hiera_{size}.yaml")
-    weight = ckpt.get("image_encoder.patch_embed.proj.weight")
-    if isinstance(weight, torch.Tensor) and int(weight.shape[0]) in _SAM1_WIDTHS:
-        return SamModelSpec("sam1", _SAM1_WIDTHS[int(weight.shape[0])])
-    return None
-
-
-def _missing_checkpoint(path: Path, spec: SamModelSpec | None) -> CheckpointError:
-    problem = "is a folder, not a file" if path.is_dir() else "not found"
-    if spec is not None:
-        hint = (
-            f"The official {spec.describe()} checkpoint is {spec.file_name}: download it with "
-            f"`wget {spec.url} -O {path}`"
-        )
-        if spec.family == "sam2":
-            hint += " (or `bash checkpoints/download_checkpoints.sh`, see checkpoints/README.md)"
-    else:
-        sam1, sam2 = SamModelSpec("sam1", "vit_h"), SamModelSpec("sam2", "sam2_hiera_l.yaml")
-        hint = f"Download SAM-H from {sam1.url} or SAM2-L from {sam2.url}"
-    return CheckpointError(f"SAM checkpoint {problem}: {path}. {hint}.")
-
-
-def resolve_model_type(model_type: str | None, checkpoint: str | os.PathLike) -> SamModelSpec:
-    """Decide which model ``--model_type`` and ``--sam_checkpoint`` describe.
-
-    ``vit_h``/``vit_l``/``vit_b`` select SAM (v1); a SAM2 config name (``sam2_hiera_l.yaml``,
-    ``sam2.1_hiera_t.yaml``, optionally with its ``configs/...`` folder) selects SAM2; ``auto``
-    (or ``sam2`` / ``sam2.1``) reads the model from the checkpoint's file name, then its weights.
-
-    Raises:
-        CheckpointError: the checkpoint is missing (the message names the file to download).
-        ConfigError: an unknown model type, or one that contradicts the checkpoint's name.
-    """
-    path = Path(checkpoint)
-    requested = (model_type or "auto").strip()
-    key = requested.lower()
-    by_name = _spec_from_file_name(path)
-
-    if key in SAM1_CHECKPOINTS:
-        spec = SamModelSpec("sam1", key)
-        if by_name is not None and by_name.family == "sam2":
-            raise ConfigError(
-                f"--model_type {requested} is a SAM (v1) model, but {path.name} is the SAM2 checkpoint of "
-                f"{by_name.name}: pass --model_type {by_name.name} (or leave --model_type out)."
-            )
-    elif key.endswith(".yaml"):
-        spec = SamModelSpec("sam2", resolve_sam2_config(requested))
-        if by_name is not None and by_name.family == "sam1":
-            raise ConfigError(
-                f"--model_type {requested} is a SAM2 config, but {path.name} is the SAM (v1) checkpoint of "
-                f"{by_name.name}: pass --model_type {by_name.name} (or leave --model_type out)."
-            )
-    elif key in ("auto", "sam2", "sam2.1"):
-        spec = by_name
-        if spec is None and path.is_file():
-            spec = _spec_from_content(path)
-        if not path.is_file():
-            raise _missing_checkpoint(path, spec)
-        if spec is None:
-            raise ConfigError(
-                f"Cannot tell which SAM model {path} holds (neither its name nor its weights match a known "
-                f"one). Pass --model_type: one of {_valid_model_types()}."
-            )
-        if key != "auto" and spec.family != "sam2":
-            raise ConfigError(
-                f"--model_type {requested}: {path.name} is a SAM (v1) checkpoint ({spec.name})."
-            )
-    else:
-        raise ConfigError(f"Unknown --model_type {requested!r}. Valid values: {_valid_model_types()}.")
-    if not path.is_file():
-        raise _missing_checkpoint(path, spec)
-    return spec
 
 
 def resolve_device(requested: str | None, log: Log = print) -> str:
@@ -254,192 +91,8 @@ def resolve_device(requested: str | None, log: Log = print) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Segmenters: images + XYXY boxes -> one binary mask per box
-# ---------------------------------------------------------------------------------------------
-
-
-class BoxPromptSegmenter(Protocol):
-    def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``images``: RGB uint8 ``(H_i, W_i, 3)``; ``boxes``: float ``(N_i, 4)`` XYXY pixels (N_i >= 1).
-
-        Returns one bool array ``(N_i, H_i, W_i)`` per image.
-        """
-        ...
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-class Sam2BoxSegmenter:
-    """Box prompts through the official ``SAM2ImagePredictor`` (one mask per box).
-
-    Images holding at most ``max_boxes_per_call`` boxes are encoded together
-    (``set_image_batch`` / ``predict_batch``); an image with more boxes is encoded alone and its
-    boxes are decoded in chunks.
-    """
-
-    def __init__(self, sam2_model: torch.nn.Module, max_boxes_per_call: int = MAX_BOXES_PER_CALL) -> None:
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        with warnings.catch_warnings():  # sam2's transforms use torch.jit.script, deprecated in torch 2.x
-            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-            self.predictor = SAM2ImagePredictor(sam2_model)
-        self.max_boxes_per_call = max_boxes_per_call
-
-    @staticmethod
-    def _as_masks(masks: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
-        # predict() drops the leading axis for a single box: (1, H, W) vs (N, 1, H, W).
-        return np.asarray(masks).reshape(n, -1, h, w)[:, 0] > 0.5
-
-    def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(images)
-        small = [i for i, b in enumerate(boxes) if len(b) <= self.max_boxes_per_call]
-        if small:
-            self.predictor.set_image_batch([images[i] for i in small])
-            masks, _, _ = self.predictor.predict_batch(
-                box_batch=[np.asarray(boxes[i], np.float32) for i in small], multimask_output=False
-            )
-            for i, m in zip(small, masks, strict=True):
-                out[i] = self._as_masks(m, len(boxes[i]), *images[i].shape[:2])
-        for i in (i for i in range(len(images)) if out[i] is None):
-            h, w = images[i].shape[:2]
-            self.predictor.set_image(images[i])
-            result = np.zeros((len(boxes[i]), h, w), bool)
-            for part in _chunks(len(boxes[i]), self.max_boxes_per_call):
-                chunk = np.asarray(boxes[i][part], np.float32)
-                m, _, _ = self.predictor.predict(box=chunk, multimask_output=False)
-                result[part] = self._as_masks(m, len(chunk), h, w)
-            out[i] = result
-        self.predictor.reset_predictor()
-        return out  # type: ignore[return-value]
-
-
-class Sam1BoxSegmenter:
-    """Box prompts through a ``segment_anything`` ``Sam`` model, batched like ``Sam.forward``.
-
-    The images of a call are encoded in one batch (longest side resized to 1024, padded); each
-    image's boxes are then decoded in chunks of ``max_boxes_per_call``.
-    """
-
-    def __init__(self, sam_model: torch.nn.Module, max_boxes_per_call: int = MAX_BOXES_PER_CALL) -> None:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        self.sam = sam_model
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
-        self.max_boxes_per_call = max_boxes_per_call
-
-    @torch.no_grad()
-    def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
-        sam = self.sam
-        device = sam.device
-        inputs = [
-            torch.as_tensor(self.transform.apply_image(img), device=device).permute(2, 0, 1).contiguous()
-            for img in images
-        ]
-        embeddings = sam.image_encoder(torch.stack([sam.preprocess(x) for x in inputs]))
-        dense_pe = sam.prompt_encoder.get_dense_pe()
-        out = []
-        for i, (img, img_boxes) in enumerate(zip(images, boxes, strict=True)):
-            h, w = img.shape[:2]
-            result = np.zeros((len(img_boxes), h, w), bool)
-            for part in _chunks(len(img_boxes), self.max_boxes_per_call):
-                chunk = torch.as_tensor(np.asarray(img_boxes[part]), dtype=torch.float, device=device)
-                sparse, dense = sam.prompt_encoder(
-                    points=None, boxes=self.transform.apply_boxes_torch(chunk, (h, w)), masks=None
-                )
-                low_res, _ = sam.mask_decoder(
-                    image_embeddings=embeddings[i : i + 1],
-                    image_pe=dense_pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=False,
-                )
-                full = sam.postprocess_masks(
-                    low_res, input_size=tuple(inputs[i].shape[-2:]), original_size=(h, w)
-                )
-                result[part] = (full[:, 0] > sam.mask_threshold).cpu().numpy()
-            out.append(result)
-        return out
-
-
-def _load_sam1(spec: SamModelSpec, checkpoint: Path, device: str) -> torch.nn.Module:
-    try:
-        from segment_anything import sam_model_registry
-    except ImportError as err:
-        raise UserInputError(
-            f"--model_type {spec.name} is SAM (v1), which needs the segment-anything package: run "
-            "`pip install segment-anything`. Or use SAM2, which is installed: e.g. "
-            "--sam_checkpoint checkpoints/sam2_hiera_large.pt --model_type sam2_hiera_l.yaml "
-            "(download: bash checkpoints/download_checkpoints.sh)."
-        ) from err
-    hint = f"The official {spec.describe()} checkpoint is {spec.file_name}, from {spec.url}."
-    try:
-        state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"SAM checkpoint {checkpoint} cannot be read ({type(err).__name__}); it is probably truncated or "
-            f"corrupt: delete it and download it again. {hint}"
-        ) from err
-    if isinstance(state_dict, dict) and isinstance(state_dict.get("model"), dict):
-        raise CheckpointError(
-            f"{checkpoint} looks like a SAM2 checkpoint ({{'model': ...}}), not SAM {spec.name}: "
-            "pass its SAM2 config as --model_type (e.g. sam2_hiera_l.yaml) or leave --model_type out."
-        )
-    model = sam_model_registry[spec.name]()
-    expected = model.state_dict()
-    if not isinstance(state_dict, dict):
-        raise CheckpointError(f"{checkpoint} does not hold a state dict. {hint}")
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        k for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        guess = _spec_from_content(checkpoint)
-        other = f" It looks like {guess.describe()}." if guess is not None and guess != spec else ""
-        raise CheckpointError(
-            f"{checkpoint} does not match SAM {spec.name}: {len(missing)} missing, "
-            f"{len(unexpected)} unexpected and {len(shapes)} mis-shaped keys "
-            f"(e.g. {(missing + unexpected + shapes)[:3]}).{other} {hint}"
-        )
-    model.load_state_dict(state_dict, strict=True)
-    return model.to(device).eval().requires_grad_(False)
-
-
-def build_box_segmenter(
-    spec: SamModelSpec,
-    checkpoint: str | os.PathLike,
-    device: str,
-    max_boxes_per_call: int = MAX_BOXES_PER_CALL,
-) -> BoxPromptSegmenter:
-    """Load the checkpoint strictly (on the CPU first) and wrap the model as a box segmenter."""
-    checkpoint = Path(checkpoint)
-    if spec.family == "sam1":
-        return Sam1BoxSegmenter(_load_sam1(spec, checkpoint, device), max_boxes_per_call)
-    from no_time_to_train.checkpoints.loading import build_sam2
-
-    return Sam2BoxSegmenter(build_sam2(spec.name, checkpoint, device=device), max_boxes_per_call)
-
-
-# ---------------------------------------------------------------------------------------------
 # Masks -> COCO annotations
 # ---------------------------------------------------------------------------------------------
-
-
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of a binary ``(H, W)`` mask as COCO polygons ``[x1, y1, x2, y2, ...]``.
-
-    Contours run through pixel centres, so each vertex is ``pixel index + 0.5`` in COCO's
-    continuous coordinates; contours with fewer than 3 points (4 values or less) are dropped.
-    """
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [(c.reshape(-1, 2).astype(np.float64) + 0.5).ravel().tolist() for c in contours if c.size > 4]
-
-
-def box_polygon(box_xyxy: Sequence[float]) -> list[list[float]]:
-    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    return [[x1, y1, x2, y1, x2, y2, x1, y2]]
 
 
 def _prompt_box(bbox: Sequence[float], width: int, height: int) -> np.ndarray:
@@ -470,15 +123,11 @@ class SegmentationReport:
 
 
 def _image_path(image_dir: Path, info: dict) -> Path:
-    name = info.get("file_name") or os.path.basename(str(info.get("coco_url", "")))
-    return image_dir / name
+    return image_dir / image_file_name(info)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))  # a writable copy (torchvision warns on read-only arrays)
+    return np.array(load_rgb(str(path), "Check --image_dir."))  # a writable copy (torchvision warns on read-only arrays)
 
 
 def check_images(
@@ -515,38 +164,18 @@ def check_images(
     return anns_by_img
 
 
-def _colour(i: int) -> tuple[int, int, int]:
-    """Distinct deterministic BGR colours (golden-ratio hue steps)."""
-    hsv = np.array([[[int((0.13 + 0.618034 * i) % 1.0 * 180), 220, 255]]], np.uint8)
-    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-
-
-def draw_overlay(image_rgb: np.ndarray, masks: np.ndarray, anns: list[dict], cat_names: dict) -> np.ndarray:
-    """BGR image with every mask tinted, outlined, its box drawn and its class written."""
-    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    tint = canvas.copy()
-    for k, mask in enumerate(masks):
-        tint[mask] = _colour(k)
-    canvas = cv2.addWeighted(canvas, 0.5, tint, 0.5, 0.0)
-    for k, (mask, ann) in enumerate(zip(masks, anns, strict=True)):
-        colour = _colour(k)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, colour, 2)
-        x, y, w, h = (int(round(float(v))) for v in ann["bbox"])
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, 1)
-        label = str(cat_names.get(ann.get("category_id"), ann.get("category_id")))
-        cv2.putText(
-            canvas, label, (x + 2, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA
-        )
-    return canvas
-
-
-def _write_png(path: Path, image_bgr: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", image_bgr)
-    if not ok:
-        raise DatasetError(f"Could not encode the visualisation {path}.")
-    with atomic_open(path, "wb") as f:
-        f.write(buf.tobytes())
+def draw_overlay(
+    image_rgb: np.ndarray, masks: np.ndarray, anns: list[dict], categories: list[dict]
+) -> np.ndarray:
+    """The masks of one image drawn in their class colours, with their class names (class index =
+    rank of the category id, as everywhere in this project)."""
+    cat_ids = sorted(c.get("id") for c in categories)
+    names = [next(c.get("name", str(i)) for c in categories if c.get("id") == i) for i in cat_ids] + ["?"]
+    index = {c: k for k, c in enumerate(cat_ids)}
+    labels = [index.get(a.get("category_id"), len(cat_ids)) for a in anns]
+    boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2] - 1, a["bbox"][1] + a["bbox"][3] - 1]
+             for a in anns]  # fmt: skip
+    return draw_instances(image_rgb, masks, boxes, labels, names=names)
 
 
 def add_segmentations(
@@ -575,7 +204,6 @@ def add_segmentations(
     image_dir = Path(image_dir)
     anns_by_img = check_images(data, image_dir, where)
     images = {img["id"]: img for img in data["images"]}
-    cat_names = {c.get("id"): c.get("name") for c in data.get("categories", [])}
     new_anns: dict[int, dict] = {}  # id(original annotation) -> annotation with its mask
     fallbacks, written, mismatches = 0, [], []
     order = [i for i in (img["id"] for img in data["images"]) if i in anns_by_img]
@@ -615,7 +243,10 @@ def add_segmentations(
                     new_anns[id(ann)] = {**ann, "segmentation": polygons, "area": area}
                 if vis_dir is not None:
                     path = Path(vis_dir) / f"{Path(images[img_id]['file_name']).stem}_segm.png"
-                    _write_png(path, draw_overlay(pixels[k], all_masks, anns_by_img[img_id], cat_names))
+                    save_image(
+                        str(path),
+                        draw_overlay(pixels[k], all_masks, anns_by_img[img_id], data.get("categories", [])),
+                    )
                     written.append(str(path))
             bar.update(len(batch_ids))
     out = {**data, "annotations": [new_anns[id(a)] for a in data["annotations"]]}
@@ -660,7 +291,7 @@ def sam_bbox_to_segm(
     """
     if batch_size < 1:
         raise UserInputError(f"--batch_size must be at least 1 (got {batch_size}).")
-    data = load_coco_json(input_json, "Check --input_json.")
+    data = read_coco_json(input_json, "Check --input_json.")
     check_images(data, image_dir, str(input_json))
     spec = resolve_model_type(model_type, sam_checkpoint)
     device = resolve_device(device, log)

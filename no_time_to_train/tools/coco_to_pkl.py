@@ -29,12 +29,12 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from no_time_to_train.data.coco import read_coco_json
 from no_time_to_train.data.reference_sets import save_reference_pkl
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
 from no_time_to_train.tools.few_shot_sampling import (
     index_by_id,
     is_valid_annotation,
-    load_coco_json,
 )
 
 Log = Callable[[str], None]
@@ -147,7 +147,7 @@ def coco_json_to_pkl(
     """Read ``input_json``, build the reference dict and write it atomically to ``output_pkl``."""
     if target < 1:
         raise UserInputError(f"target_examples must be at least 1 (got {target}).")
-    data = load_coco_json(input_json)
+    data = read_coco_json(input_json)
     refs = coco_to_references(data, target, seed, log, where=str(input_json))
     save_reference_pkl(refs, output_pkl)
     return refs

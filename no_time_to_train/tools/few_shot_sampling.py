@@ -22,8 +22,6 @@ are padded by repeating what was found (a notice says which classes).
 from __future__ import annotations
 
 import argparse
-import colorsys
-import json
 import os
 import random
 import sys
@@ -31,6 +29,9 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
+from no_time_to_train.data.coco import read_coco_json
 from no_time_to_train.data.reference_sets import save_reference_pkl
 from no_time_to_train.data.splits import (
     is_lvis_split,
@@ -56,24 +57,6 @@ def default_json(dataset: str) -> str:
     if dataset.startswith("pascal_voc"):
         return VOC_TRAINVAL_JSON
     return COCO_TRAIN_JSON
-
-
-def load_coco_json(path: str | os.PathLike, hint: str = "Check the path.") -> dict:
-    """Read a COCO-format json; DatasetError naming the file if it is missing or malformed."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"Annotation file not found: {path}. {hint}")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"Could not read the annotation file {path} as json: {e}") from e
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a COCO-format json object, got {type(data).__name__}.")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise DatasetError(f"{path}: not a COCO-format annotation file (no list {', '.join(missing)}).")
-    return data
 
 
 def index_by_id(records: list[dict], what: str, where: str) -> dict[int, dict]:
@@ -269,7 +252,7 @@ def sample_few_shot(
     if dataset not in known_splits():
         raise UserInputError(f"Unknown --dataset {dataset!r}; known: {', '.join(known_splits())}.")
     hint = "Set up the dataset (see data/README.md) or point --json at a COCO-format annotation file."
-    data = load_coco_json(json_path, hint)
+    data = read_coco_json(json_path, hint)
     where = str(json_path)
     cat_ids = split_category_ids(data, dataset, where)
     refs = sample_references(
@@ -305,78 +288,48 @@ def annotation_mask(ann: dict, height: int, width: int):
     return out
 
 
-def _colour(i: int) -> tuple[int, int, int]:
-    """A distinct, deterministic BGR colour for the i-th annotation (golden-ratio hue steps)."""
-    r, g, b = colorsys.hsv_to_rgb((0.13 + 0.618034 * i) % 1.0, 0.85, 1.0)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-def _draw_instance(canvas, ann: dict, label: str, colour: tuple[int, int, int], alpha: float = 0.5) -> None:
-    import cv2
-    import numpy as np
-
-    h, w = canvas.shape[:2]
-    mask = annotation_mask(ann, h, w).astype(bool)
-    canvas[mask] = (canvas[mask] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(canvas, contours, -1, colour, 2)
-    x, y, bw, bh = (int(round(v)) for v in ann["bbox"])
-    cv2.rectangle(canvas, (x, y), (x + bw, y + bh), colour, 1)
-    cv2.putText(
-        canvas, label, (x + 2, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA
-    )
-
-
-def _read_image(img: dict, img_dir: str):
-    import cv2
-
-    name = img.get("file_name") or os.path.basename(str(img.get("coco_url", "")))
-    path = os.path.join(img_dir, name)
-    image = cv2.imread(path, cv2.IMREAD_COLOR) if name and os.path.isfile(path) else None
-    if image is None:
-        raise DatasetError(f"Could not read image {img.get('id')!r} at {path}. Check --img-dir.")
-    return image
-
-
-def _write_png(path: str, image) -> None:
-    import cv2
-
-    if not cv2.imwrite(path, image):
-        raise DatasetError(f"Could not write {path}.")
+def _xyxy(ann: dict) -> list[float]:
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    return [x, y, x + w - 1, y + h - 1]
 
 
 def plot_references(refs: dict, data: dict, img_dir: str, out_dir: str | os.PathLike) -> int:
     """For every reference, save ``{cat}_v{i}_{img}_mask.png`` (its mask over the image) and
     ``{cat}_v{i}_{img}_all_anns.png`` (all annotations of that image) under ``out_dir``.
 
-    Images are drawn at their original size with OpenCV (no display, no font files).
+    Images are drawn at their original size with ``output.drawing`` (the project's palette).
     Returns the number of files written.
     """
+    from no_time_to_train.data.coco import image_file_name
+    from no_time_to_train.data.images import load_rgb
+    from no_time_to_train.output.drawing import draw_instances, save_image
+
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     imgs = index_by_id(data["images"], "images", "annotation file")
     anns = index_by_id(data["annotations"], "annotations", "annotation file")
-    cat_names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    class_of = {c: i for i, c in enumerate(cat_ids)}  # the palette's class index
+    names_by_id = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
+    names = [names_by_id[c] for c in cat_ids] + ["?"]
     anns_by_img: dict[int, list[dict]] = {}
     for ann in anns.values():
         anns_by_img.setdefault(ann["image_id"], []).append(ann)
+
+    def draw(image: np.ndarray, drawn: list[dict]) -> np.ndarray:
+        h, w = image.shape[:2]
+        masks = np.stack([annotation_mask(a, h, w).astype(bool) for a in drawn])
+        labels = [class_of.get(a.get("category_id"), len(cat_ids)) for a in drawn]
+        return draw_instances(image, masks, [_xyxy(a) for a in drawn], labels, names=names)
 
     written = 0
     for cat_id, entries in refs.items():
         for i, entry in enumerate(entries):
             img_id = entry["img_id"]
-            image = _read_image(imgs[img_id], img_dir)
+            image = np.asarray(load_rgb(os.path.join(img_dir, image_file_name(imgs[img_id])), "Check --img-dir."))
             stem = os.path.join(out_dir, f"{cat_id}_v{i}_{img_id}")
-
-            canvas = image.copy()
-            for ann_id in entry["ann_ids"]:
-                _draw_instance(canvas, anns[ann_id], f"{cat_names.get(cat_id, cat_id)} #{ann_id}", _colour(0))
-            _write_png(f"{stem}_mask.png", canvas)
-
-            canvas = image.copy()
-            for j, ann in enumerate(anns_by_img.get(img_id, [])):
-                _draw_instance(canvas, ann, str(cat_names.get(ann.get("category_id"), "?")), _colour(j))
-            _write_png(f"{stem}_all_anns.png", canvas)
+            save_image(f"{stem}_mask.png", draw(image, [anns[a] for a in entry["ann_ids"]]))
+            save_image(f"{stem}_all_anns.png", draw(image, anns_by_img.get(img_id, [])))
             written += 2
     return written
 

@@ -29,12 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from no_time_to_train.checkpoints.loading import (
-    DINOV2_VARIANTS,
-    SAM2_CHECKPOINT_FILES,
-    build_sam2,
-    resolve_sam2_config,
-)
+from no_time_to_train.checkpoints.loading import build_sam2
+from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS, SAM2_CHECKPOINT_FILES, resolve_sam2_config
 from no_time_to_train.errors import ConfigError
 from no_time_to_train.io_utils import atomic_open
 
