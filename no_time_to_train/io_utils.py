@@ -75,3 +75,9 @@ def check_output_path(path: str | os.PathLike, flag: str, is_dir: bool = False) 
             )
     if not os.access(target, os.W_OK | os.X_OK):
         raise UserInputError(f"{flag} {path}: {target} is not writable. Pass a path in a writable folder.")
+
+
+def safe_relative_parts(file_name: str) -> list[str]:
+    """The components of ``file_name`` as a relative path that stays inside an output folder
+    (``..``, ``.`` and empty components dropped, both separators accepted)."""
+    return [p for p in str(file_name).replace("\\", "/").split("/") if p not in ("", ".", "..")]

@@ -320,7 +320,7 @@ def run_path(
 ) -> dict:
     """Times the pipeline on every image; returns seconds per stage (summed), outputs, counts."""
     from no_time_to_train.data.images import load_square
-    from no_time_to_train.evaluation.coco_eval import encode_detections
+    from no_time_to_train.evaluation.coco_results import encode_detections
 
     timer = StageTimer(device)
     proposer.stage_timer = timer

@@ -17,7 +17,6 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,7 +33,6 @@ from no_time_to_train.models.sam2_proposer import Proposals
 from no_time_to_train.output.exports import export_prediction
 from no_time_to_train.pipeline import memory_io
 from no_time_to_train.pipeline.references import crop_window
-from no_time_to_train.pipeline.segmenter import Detections
 
 from .conftest import REPO, run_cli
 from .helpers import (
@@ -595,15 +593,14 @@ def test_interrupted_json_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_interrupted_export_keeps_the_previous_files(tmp_path, monkeypatch):
-    opts = SimpleNamespace(export_dir=str(tmp_path), export_format="png")
-    module = SimpleNamespace(model_cfg=SimpleNamespace(test=opts),
-                             dataset=SimpleNamespace(cat_inds_to_ids={0: 1}, cat_names=["person"]))  # fmt: skip
     masks = torch.zeros((1, 8, 8), dtype=torch.bool)
     masks[0, 2:5, 2:5] = True
-    dets = Detections(
-        masks, torch.tensor([[2.0, 2, 4, 4]]), torch.tensor([0.9]), torch.tensor([0]), torch.zeros(1, 4)
-    )
-    written = export_prediction(module, {"file_name": "img.png"}, dets)
+
+    def export() -> list[str]:
+        return export_prediction(masks.numpy(), np.array([[2.0, 2, 4, 4]]), [0.9], [0], "img.png", ["person"],
+                                 [1], str(tmp_path), "png")  # fmt: skip
+
+    written = export()
     before = {p: Path(p).read_bytes() for p in written}
 
     def dying_dump(obj, f, **kwargs):
@@ -612,7 +609,7 @@ def test_interrupted_export_keeps_the_previous_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(json, "dump", dying_dump)
     with pytest.raises(KeyboardInterrupt):
-        export_prediction(module, {"file_name": "img.png"}, dets)
+        export()
     assert {p: Path(p).read_bytes() for p in written} == before
     assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["inst_000.png", "instances.json"]
 

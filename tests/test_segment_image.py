@@ -61,7 +61,7 @@ def test_segment_image_command(tmp_path, synth, tiny_ckpts):
     overlay = Image.open(out / f"{stem}_overlay.png")
     assert overlay.size == (info["width"], info["height"])
     for inst in result["instances"]:
-        assert inst["class"] in synth["class_names"] and 0 <= inst["score"] <= 1
+        assert inst["category_name"] in synth["class_names"] and 0 <= inst["score"] <= 1
     assert len(list(out.glob(f"{stem}_inst*.png"))) == len(result["instances"])
     # the saved memory reproduces the result without the references
     out2 = tmp_path / "out2"

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train.config import MemoryBankCfg, ModelCfg, Sam2InferCfg
-from no_time_to_train.config import TestVisCfg as VisCfg
 from no_time_to_train.data.coco import coco_from_dict
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.data.synthetic import generate_coco_dataset
@@ -34,7 +32,13 @@ from no_time_to_train.output.drawing import (
     to_uint8_rgb,
 )
 from no_time_to_train.output.exports import export_prediction
-from no_time_to_train.output.visualization import visualize_memory_item, visualize_prediction
+from no_time_to_train.output.visualization import (
+    gt_instances,
+    load_original_image,
+    prediction_path,
+    visualize_memory_item,
+    visualize_prediction,
+)  # fmt: skip
 from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter
 
 CLASSES = ("person", "car", "bird", "dog")
@@ -65,15 +69,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def make_module(dataset, memory=None, segmenter=None, dataset_name="synth", class_names=None, **test_opts):
-    cfg = ModelCfg(
-        dataset_name=dataset_name,
-        class_names=class_names,
-        memory_bank_cfg=MemoryBankCfg(category_num=len(CLASSES), length=2),
-        sam2_infer_cfgs=Sam2InferCfg(kmeans_k=4, n_pca_components=3),
-        test=VisCfg(**test_opts),
-    )
-    return SimpleNamespace(model_cfg=cfg, dataset=dataset, memory=memory, segmenter=segmenter)
+def memory_panel(item, memory, segmenter, results_dir) -> str:
+    feats, weights = segmenter.encode_references(item["image"][None], item["mask"][None])
+    return visualize_memory_item(item, feats[0], weights[0], memory, "synth", results_dir=results_dir)
+
+
+def prediction_panel(ds, item, dets, vis_thr, results_dir, folder=None, names=None, dataset_name="synth"):
+    image = load_original_image(folder or ds.root, item["file_name"], item["ori_size"])
+    gt = gt_instances(ds, item["img_id"], image.shape[:2])
+    out = prediction_path(dataset_name, item["file_name"], results_dir)
+    return visualize_prediction(image, dets, names or list(ds.cat_names), gt, vis_thr, out)
+
+
+def export(ds, file_name, dets, export_dir, fmt):
+    return export_prediction(
+        dets.masks.numpy(), dets.boxes.numpy(), dets.scores.tolist(), dets.labels.tolist(), file_name,
+        ds.cat_names, ds.cat_ids, export_dir, fmt,
+    )  # fmt: skip
 
 
 def make_dets(masks: np.ndarray, scores, labels) -> Detections:
@@ -134,9 +146,8 @@ def test_dataset(synth):
 # ---------------------------------------------------------------------------------------------- memory
 def test_memory_panels(memory_parts, fill_dataset, tmp_path):
     memory, segmenter, items = memory_parts
-    module = make_module(fill_dataset, memory, segmenter)
     item = items[3]
-    path = visualize_memory_item(module, item, results_dir=str(tmp_path))
+    path = memory_panel(item, memory, segmenter, str(tmp_path))
     info = item["img_info"]
     assert (
         Path(path)
@@ -194,9 +205,10 @@ def test_memory_panels(memory_parts, fill_dataset, tmp_path):
 
 def test_memory_vis_needs_three_pca_components(fill_dataset, tmp_path):
     memory = MemoryBank(len(CLASSES), 2, FEAT_DIM, kmeans_k=4, n_pca_components=2)
-    module = make_module(fill_dataset, memory, ReferenceSegmenter(memory, encoder=ColourEncoder()))
     with pytest.raises(ConfigError, match="n_pca_components"):
-        visualize_memory_item(module, fill_dataset[0], results_dir=str(tmp_path))
+        memory_panel(
+            fill_dataset[0], memory, ReferenceSegmenter(memory, encoder=ColourEncoder()), str(tmp_path)
+        )
 
 
 # ---------------------------------------------------------------------------------------------- predictions
@@ -243,9 +255,7 @@ def test_prediction_panels(test_dataset, synth, tmp_path):
     low = np.zeros((h, w), bool)
     low[y : y + 24, x : x + 24] = True
     dets = make_dets(np.stack([hit, low]), [0.9, 0.3], [label, (label + 1) % len(CLASSES)])
-    module = make_module(ds, vis_thr=0.5)
-
-    path = visualize_prediction(module, item, dets, results_dir=str(tmp_path))
+    path = prediction_panel(ds, item, dets, 0.5, str(tmp_path))
     assert Path(path) == tmp_path / "synth" / item["file_name"]
     img = read_rgb(path)
     assert img.shape == (h, 2 * w + 10, 3)
@@ -303,11 +313,9 @@ def test_prediction_subfolder_imgs_path_and_no_detections(test_dataset, synth, t
     ds = COCORefTestDataset(root=str(tmp_path / "missing"), json_file=str(json_file), cat_names=list(CLASSES))
     h, w = info["height"], info["width"]
     item = {"index": 0, "img_id": info["id"], "file_name": "sub/a.png", "ori_size": (h, w)}
-    module = make_module(
-        ds, dataset_name="my_custom_dataset", imgs_path=str(imgs), class_names=["a", "b", "c", "d"]
-    )
     empty = Detections.empty((h, w), FEAT_DIM, torch.device("cpu"))
-    path = visualize_prediction(module, item, empty, results_dir=str(tmp_path / "res"))
+    path = prediction_panel(ds, item, empty, 0.5, str(tmp_path / "res"), folder=str(imgs),
+                            names=["a", "b", "c", "d"], dataset_name="my_custom_dataset")  # fmt: skip
     assert Path(path) == tmp_path / "res" / "my_custom_dataset" / "sub" / "a.png"
     img = read_rgb(path)
     orig = read_rgb(imgs / "sub" / "a.png")
@@ -343,13 +351,14 @@ def test_exports_round_trip(test_dataset, tmp_path, fmt):
     ds = test_dataset
     masks = _blob_masks(100, 130)
     dets = make_dets(masks, [0.9, 0.4], [2, 0])  # bird, person
-    module = make_module(ds, export_dir=str(tmp_path / "exp"), export_format=fmt)
-    item = {"file_name": "sub/000042.jpg", "img_id": 42}
-    written = export_prediction(module, item, dets)
+    exp = str(tmp_path / "exp")
+    written = export(ds, "sub/000042.jpg", dets, exp, fmt)
     folder = tmp_path / "exp" / "sub" / "000042"
     index = folder / ("instances.json" if fmt == "png" else "000042.json")
     assert Path(written[-1]) == index
-    records = json.loads(index.read_text())
+    data = json.loads(index.read_text())
+    assert (data["image"], data["height"], data["width"]) == ("sub/000042.jpg", 100, 130)
+    records = data["instances"]
     assert [r["category_id"] for r in records] == [16, 1]  # real COCO ids, not class indices
     assert [r["category_name"] for r in records] == ["bird", "person"]
     assert [r["score"] for r in records] == pytest.approx([0.9, 0.4])
@@ -364,18 +373,18 @@ def test_exports_round_trip(test_dataset, tmp_path, fmt):
             assert np.array_equal(mask_utils.decode(rec["segmentation"]).astype(bool), m)
 
     # Fewer detections next time: stale instance files go; no detections: an empty index.
-    export_prediction(module, item, make_dets(masks[:1], [0.5], [1]))
-    assert len(json.loads(index.read_text())) == 1
+    export(ds, "sub/000042.jpg", make_dets(masks[:1], [0.5], [1]), exp, fmt)
+    assert len(json.loads(index.read_text())["instances"]) == 1
     if fmt == "png":
         assert sorted(p.name for p in folder.iterdir()) == ["inst_000.png", "instances.json"]
     empty = Detections.empty((100, 130), FEAT_DIM, torch.device("cpu"))
-    assert export_prediction(module, {"file_name": "000007.png"}, empty) == [
+    assert export(ds, "000007.png", empty, exp, fmt) == [
         str(tmp_path / "exp" / "000007" / index.name.replace("000042", "000007"))
     ]
-    assert (
-        json.loads(Path(tmp_path / "exp" / "000007" / index.name.replace("000042", "000007")).read_text())
-        == []
+    empty_index = json.loads(
+        Path(tmp_path / "exp" / "000007" / index.name.replace("000042", "000007")).read_text()
     )
+    assert empty_index["instances"] == [] and empty_index["image"] == "000007.png"
 
 
 # ---------------------------------------------------------------------------------------------- reports

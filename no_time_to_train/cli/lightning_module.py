@@ -21,7 +21,8 @@ from no_time_to_train.config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMod
 from no_time_to_train.data.coco_checks import has_mask
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.errors import ConfigError
-from no_time_to_train.evaluation.coco_eval import encode_detections, evaluate_coco, gather_indexed
+from no_time_to_train.evaluation.coco_eval import evaluate_coco
+from no_time_to_train.evaluation.coco_results import encode_detections, gather_indexed
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
 from no_time_to_train.pipeline.builders import build_encoder, build_proposer, encoder_feat_dim
@@ -232,20 +233,36 @@ class Sam2MatcherLightningModel(pl.LightningModule):
 
     def after_prediction(self, item: dict, dets: Any) -> None:
         """Per-image side outputs: online visualisation and plain exports (both off by default)."""
-        opts = self.model_cfg.test
+        opts, ds = self.model_cfg.test, self.dataset
         if opts.online_vis:
-            from no_time_to_train.output.visualization import visualize_prediction
+            from no_time_to_train.output.visualization import (
+                gt_instances,
+                load_original_image,
+                prediction_path,
+                visualize_prediction,
+            )  # fmt: skip
 
-            visualize_prediction(self, item, dets)
+            image = load_original_image(opts.imgs_path or ds.root, item["file_name"], item["ori_size"])
+            names = list(self.model_cfg.class_names or ds.cat_names)
+            out = prediction_path(self.model_cfg.dataset_name, item["file_name"])
+            gt = gt_instances(ds, item["img_id"], image.shape[:2])
+            visualize_prediction(image, dets, names, gt, opts.vis_thr, out)
         if opts.export_dir:
             from no_time_to_train.output.exports import export_prediction
 
-            export_prediction(self, item, dets)
+            export_prediction(
+                dets.masks.cpu().numpy(), dets.boxes.cpu().numpy(), dets.scores.tolist(), dets.labels.tolist(),
+                item["file_name"], ds.cat_names, ds.cat_ids, opts.export_dir, opts.export_format,
+            )  # fmt: skip
 
     def visualize_reference(self, item: dict) -> None:
         from no_time_to_train.output.visualization import visualize_memory_item
 
-        visualize_memory_item(self, item)
+        device = self.memory.mem_feats_centers.device
+        feats, weights = self.segmenter.encode_references(
+            item["image"][None].to(device), item["mask"][None].to(device)
+        )
+        visualize_memory_item(item, feats[0], weights[0], self.memory, self.model_cfg.dataset_name)
 
     def on_test_epoch_end(self) -> None:
         if self.test_mode == "fill_memory":

@@ -18,14 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 from PIL import Image
 
 from no_time_to_train.api import FewShotSegmenter, Prediction
 from no_time_to_train.data.coco import image_file_name, load_coco
 from no_time_to_train.data.images import as_pil_rgb
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
-from no_time_to_train.io_utils import atomic_open, atomic_save_json
 from no_time_to_train.pipeline import memory_io
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -96,35 +94,22 @@ def read_reference_json(json_file: str, image_dir: str) -> list[tuple[str, str, 
 
 
 def write_outputs(
-    pred: Prediction, image: Image.Image, out_dir: str, stem: str, save_masks: bool
-) -> list[str]:
-    """The json, the overlay and (optionally) per-instance mask PNGs of one target image."""
+    pred: Prediction, image: Image.Image, out_dir: str, stem: str, save_masks: bool, file_name: str | None = None,
+) -> list[str]:  # fmt: skip
+    """``<stem>.json`` (the per-image schema of ``output.exports``, with RLE masks), the overlay
+    ``<stem>_overlay.png`` and, with ``save_masks``, ``<stem>_inst000.png``, ... of one target."""
     from no_time_to_train.output.drawing import draw_instances, save_image
+    from no_time_to_train.output.exports import instance_records, write_instances
 
-    instances = []
-    for i in range(len(pred)):
-        rle = mask_utils.encode(np.asfortranarray(pred.masks[i].astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        instances.append({
-            "class": pred.class_names[int(pred.labels[i])],
-            "score": float(pred.scores[i]),
-            "bbox_xyxy": [float(v) for v in pred.boxes[i]],
-            "segmentation": rle,
-        })  # fmt: skip
-    paths = [os.path.join(out_dir, f"{stem}.json")]
-    atomic_save_json({"image": stem, "height": image.height, "width": image.width, "instances": instances},
-                     paths[0], indent=1)  # fmt: skip
+    records = instance_records(pred.boxes, pred.scores.tolist(), pred.labels.tolist(), pred.class_names)
+    paths = write_instances(
+        out_dir, f"{stem}.json", file_name or stem, pred.masks, records, rle=True,
+        png_prefix=f"{stem}_inst" if save_masks else None,
+    )  # fmt: skip
     overlay = draw_instances(
         np.asarray(image), pred.masks, pred.boxes, pred.labels, pred.scores, pred.class_names
     )
-    paths.append(save_image(os.path.join(out_dir, f"{stem}_overlay.png"), overlay))
-    if save_masks:
-        for i in range(len(pred)):
-            p = os.path.join(out_dir, f"{stem}_inst{i:03d}_{instances[i]['class']}.png")
-            with atomic_open(p, "wb") as f:
-                Image.fromarray(pred.masks[i].astype(np.uint8) * 255).save(f, format="PNG")
-            paths.append(p)
-    return paths
+    return [*paths, save_image(os.path.join(out_dir, f"{stem}_overlay.png"), overlay)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -181,7 +166,7 @@ def run(args: argparse.Namespace) -> list[str]:
         image = as_pil_rgb(path)
         pred = seg.predict(image, score_thr=args.score_thr)
         stem = Path(path).stem
-        written += write_outputs(pred, image, args.out, stem, args.save_masks)
+        written += write_outputs(pred, image, args.out, stem, args.save_masks, os.path.basename(path))
         print(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
     return written
 

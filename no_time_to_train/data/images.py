@@ -44,9 +44,7 @@ def load_rgb(path: str, hint: str = "Check the dataset `root` flag and the json'
     converted; alpha is dropped). Raises DatasetError naming the file, also for an image larger
     than ``max_image_pixels()`` (checked on the header, before any pixel is decoded)."""
     if not os.path.isfile(path):
-        raise DatasetError(
-            f"Image not found: {path}. {hint}"
-        )
+        raise DatasetError(f"Image not found: {path}. {hint}")
     try:
         img = _open_lazily(path)
         limit = max_image_pixels()

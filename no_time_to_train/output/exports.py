@@ -1,110 +1,115 @@
-"""Plain per-image exports of the test predictions (``model_cfg.test.export_dir``).
+"""Plain per-image outputs of predictions: one schema for the CLI's ``model_cfg.test.export_dir``
+and the one-image command (``segment_image``).
 
-For a test image ``file_name`` (say ``sub/000123.jpg``) the files go to
-``<export_dir>/sub/000123/``:
+Every per-image file is a json object::
 
-- ``export_format="png"``: ``inst_000.png``, ``inst_001.png``, ... (8-bit, 255 inside the
-  instance, 0 elsewhere, at the original resolution) and ``instances.json``, a list with one entry
-  per instance: ``{"file", "category_id", "category_name", "score", "bbox_xyxy"}``.
-- ``export_format="rle"``: ``000123.json``, the same list with ``"segmentation"`` (COCO RLE,
-  ``counts`` as str, ``size`` = [H, W]) instead of ``"file"``.
+    {"image": "<file name>", "height": H, "width": W, "instances": [
+        {"category_id": 16, "category_name": "bird", "score": 0.9, "bbox_xyxy": [x1, y1, x2, y2],
+         "segmentation": {"size": [H, W], "counts": "..."},   # with RLE output
+         "file": "inst_000.png"},                              # with PNG output
+        ...]}
 
-``category_id`` is the real id of the annotation file (not the class index); ``bbox_xyxy`` is the
-inclusive pixel box ``[x1, y1, x2, y2]``. Instances are in descending score order. An image without
-detections still gets its (empty) index file. Every file is written atomically, the index last, and
-``inst_*.png`` files left over from an earlier run of the same image are removed.
+``category_id`` is the real id of the annotation file (null where there is none, e.g. references
+given as folders); ``bbox_xyxy`` the inclusive pixel box; instances in descending score order. PNG
+masks are 8-bit, 255 inside the instance. Every file is written atomically, the index last, and
+instance PNGs left over from an earlier run of the same image are removed.
+
+CLI layout, for a test image ``sub/000123.jpg``: ``<export_dir>/sub/000123/`` holding
+``inst_000.png, ...`` and ``instances.json`` (``export_format="png"``) or ``000123.json`` ("rle").
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_utils
 
 from no_time_to_train.errors import ConfigError
-from no_time_to_train.io_utils import atomic_open, atomic_save_json
+from no_time_to_train.evaluation.coco_results import encode_rle
+from no_time_to_train.io_utils import atomic_open, atomic_save_json, safe_relative_parts
 
 EXPORT_FORMATS = ("png", "rle")
 PNG_INDEX = "instances.json"
-_INSTANCE_PNG = re.compile(r"^inst_\d{3,}\.png$")
 
 
 def export_folder(export_dir: str, file_name: str) -> str:
     """``<export_dir>/<file_name without extension>`` (sub-folders of ``file_name`` kept, so equal
     stems in different folders do not collide; ``..`` components are dropped)."""
-    parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    parts = parts or ["image"]
+    parts = safe_relative_parts(file_name) or ["image"]
     parts[-1] = os.path.splitext(parts[-1])[0] or parts[-1]
     return os.path.join(export_dir, *parts)
 
 
-def instance_records(module: Any, dets: Any) -> tuple[list[dict], np.ndarray]:
-    """Common fields of every instance, and the masks ``(N, H, W)`` bool (numpy)."""
-    ds = module.dataset
-    masks = dets.masks.detach().cpu().numpy().astype(bool)
-    boxes = dets.boxes.detach().cpu().double().numpy().reshape(-1, 4)
-    records = []
-    for i, (score, label) in enumerate(zip(dets.scores.tolist(), dets.labels.tolist(), strict=True)):
-        c = int(label)
-        records.append({
-            "category_id": int(ds.cat_inds_to_ids[c]),
-            "category_name": str(ds.cat_names[c]),
-            "score": float(score),
+def instance_records(
+    boxes: np.ndarray, scores: Sequence[float], labels: Sequence[int], class_names: Sequence[str],
+    cat_ids: Sequence[int] | None = None,
+) -> list[dict]:  # fmt: skip
+    """The fields every instance has, whatever the output format."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return [
+        {
+            "category_id": int(cat_ids[int(c)]) if cat_ids is not None else None,
+            "category_name": str(class_names[int(c)]),
+            "score": float(s),
             "bbox_xyxy": [float(v) for v in boxes[i]],
-        })  # fmt: skip
-    return records, masks
+        }
+        for i, (s, c) in enumerate(zip(scores, labels, strict=True))
+    ]
+
+
+def write_instances(
+    folder: str, index_name: str, image_name: str, masks: np.ndarray, records: list[dict],
+    rle: bool = True, png_prefix: str | None = None,
+) -> list[str]:  # fmt: skip
+    """Write one image's instances: PNG masks ``<png_prefix>NNN.png`` (when ``png_prefix`` is
+    given) and the index ``index_name``; ``masks (N, H, W)`` bool. Returns the written paths,
+    index last."""
+    masks = np.asarray(masks, bool)
+    os.makedirs(folder, exist_ok=True)
+    h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+    written, out = [], []
+    for i, (rec, m) in enumerate(zip(records, masks, strict=True)):
+        rec = dict(rec)
+        if rle:
+            rec["segmentation"] = encode_rle(m)
+        if png_prefix is not None:
+            name = f"{png_prefix}{i:03d}.png"
+            ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
+            if not ok:
+                raise RuntimeError(f"could not encode {name}")
+            with atomic_open(os.path.join(folder, name), "wb") as f:
+                f.write(buf.tobytes())
+            written.append(os.path.join(folder, name))
+            rec["file"] = name
+        out.append(rec)
+    if png_prefix is not None:
+        stale = re.compile(rf"^{re.escape(png_prefix)}\d{{3,}}\.png$")
+        current = {os.path.basename(p) for p in written}
+        for old in os.listdir(folder):
+            if stale.match(old) and old not in current:
+                os.remove(os.path.join(folder, old))
+    index = os.path.join(folder, index_name)
+    atomic_save_json({"image": image_name, "height": int(h), "width": int(w), "instances": out}, index)
+    return [*written, index]
 
 
 def export_prediction(
-    module: Any, item: dict, dets: Any, export_dir: str | None = None, export_format: str | None = None
-) -> list[str]:
-    """Write the detections of one test image (see the module docstring); returns the written paths
-    (masks first, index last).
-
-    ``module`` provides ``model_cfg.test.export_dir`` / ``export_format`` (overridden by the
-    arguments) and ``dataset`` (``cat_inds_to_ids``, ``cat_names``); ``item`` a test-set item
-    (``file_name``); ``dets`` a ``Detections``.
-    """
-    opts = module.model_cfg.test
-    export_dir = export_dir or opts.export_dir
-    fmt = export_format or opts.export_format
+    masks: np.ndarray, boxes: np.ndarray, scores: Sequence[float], labels: Sequence[int], file_name: str,
+    class_names: Sequence[str], cat_ids: Sequence[int], export_dir: str, export_format: str = "png",
+) -> list[str]:  # fmt: skip
+    """The CLI's per-image export (``model_cfg.test.export_dir`` / ``export_format``) of one test
+    image's detections; returns the written paths (masks first, index last)."""
     if not export_dir:
         raise ConfigError("export_prediction needs model_cfg.test.export_dir.")
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"model_cfg.test.export_format={fmt!r}: choose one of {EXPORT_FORMATS}.")
-    folder = export_folder(export_dir, item["file_name"])
-    os.makedirs(folder, exist_ok=True)
-    records, masks = instance_records(module, dets)
-    written: list[str] = []
-    if fmt == "png":
-        for i, (rec, m) in enumerate(zip(records, masks, strict=True)):
-            name = f"inst_{i:03d}.png"
-            path = os.path.join(folder, name)
-            ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
-            if not ok:
-                raise RuntimeError(f"could not encode {path}")
-            with atomic_open(path, "wb") as f:
-                f.write(buf.tobytes())
-            written.append(path)
-            records[i] = {"file": name, **rec}
-        current = {os.path.basename(p) for p in written}
-        for old in os.listdir(folder):
-            if _INSTANCE_PNG.match(old) and old not in current:
-                os.remove(os.path.join(folder, old))
-        index = os.path.join(folder, PNG_INDEX)
-    else:
-        if len(masks):
-            rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-            for rec, rle in zip(records, rles, strict=True):
-                rec["segmentation"] = {
-                    "size": [int(v) for v in rle["size"]],
-                    "counts": rle["counts"].decode("ascii"),
-                }
-        index = os.path.join(folder, os.path.basename(folder) + ".json")
-    atomic_save_json(records, index)
-    written.append(index)
-    return written
+    if export_format not in EXPORT_FORMATS:
+        raise ConfigError(f"model_cfg.test.export_format={export_format!r}: choose one of {EXPORT_FORMATS}.")
+    folder = export_folder(export_dir, file_name)
+    records = instance_records(boxes, scores, labels, class_names, cat_ids)
+    png = export_format == "png"
+    index = PNG_INDEX if png else os.path.basename(folder) + ".json"
+    return write_instances(
+        folder, index, file_name, masks, records, rle=not png, png_prefix="inst_" if png else None
+    )

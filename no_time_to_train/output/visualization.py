@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from no_time_to_train.data.images import load_rgb
 from no_time_to_train.errors import ConfigError, DatasetError
+from no_time_to_train.io_utils import safe_relative_parts
+from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.output.drawing import (
     class_colors,
     draw_instances,
@@ -33,6 +35,7 @@ from no_time_to_train.output.drawing import (
     save_image,
     to_uint8_rgb,
 )  # fmt: skip
+from no_time_to_train.pipeline.segmenter import Detections
 
 RESULTS_DIR_ENV = "NTT_RESULTS_DIR"
 DEFAULT_RESULTS_DIR = "results_analysis"
@@ -98,16 +101,19 @@ def pca_patch_colors(feats: torch.Tensor, mean: torch.Tensor, components: torch.
 
 
 def visualize_memory_item(
-    module: Any, item: dict, results_dir: str | None = None, transparency: float = 1.0
-) -> str:
+    item: dict, feats: torch.Tensor, weights: torch.Tensor, memory: MemoryBank, dataset_name: str,
+    results_dir: str | None = None, transparency: float = 1.0,
+) -> str:  # fmt: skip
     """Save [crop | k-means colouring | PCA colouring] of one reference (``vis_memory``).
 
-    ``module`` provides ``memory`` (a postprocessed ``MemoryBank``), ``segmenter``
-    (``encode_references``) and ``model_cfg.dataset_name``; ``item`` is an item of the
-    fill-memory crop dataset. Only foreground patches (mask weight > 0 at the patch's sampling
-    pixel, i.e. exactly the patches stored in the bank) are coloured. Returns the file path.
+    Args:
+        item: an item of the fill-memory crop dataset (``image``, ``mask``, ``class_idx``, ``img_info``).
+        feats, weights: ``(P, D)`` patch features and ``(P,)`` mask weights of its crop
+            (``ReferenceSegmenter.encode_references``).
+        memory: the postprocessed bank (k-means centres and PCA of each class).
+    Only foreground patches (mask weight > 0 at the patch's sampling pixel, i.e. exactly the
+    patches stored in the bank) are coloured. Returns the file path.
     """
-    memory = module.memory
     if memory.n_pca_components != 3:
         raise ConfigError(
             f"vis_memory paints the first 3 PCA components as RGB, but the memory has n_pca_components="
@@ -118,19 +124,17 @@ def visualize_memory_item(
         raise ConfigError(
             "vis_memory needs a postprocessed memory (--ckpt_path of postprocess_memory's output)."
         )
-    device = memory.mem_feats_centers.device
-    image, mask = item["image"], item["mask"]
-    feats, weights = module.segmenter.encode_references(image[None].to(device), mask[None].to(device))
-    feats, weights = feats[0].float(), weights[0]
+    feats = feats.float().to(memory.mem_feats_centers.device)
     grid = math.isqrt(feats.shape[0])
     if grid * grid != feats.shape[0]:
         raise ValueError(f"expected a square patch grid, got {feats.shape[0]} patches")
     c = int(item["class_idx"])
-    fg = torch.nonzero(weights > 0).flatten()
+    fg = torch.nonzero(weights > 0).flatten().to(feats.device)
     fg_feats = feats[fg]
     _, km_rgb = kmeans_patch_colors(fg_feats, memory.mem_feats_centers[c])
     pca_rgb = pca_patch_colors(fg_feats, memory.mem_pca_mean[c], memory.mem_pca_components[c])
 
+    image, mask = item["image"], item["mask"]
     crop = to_uint8_rgb(image)
     pixel_mask = mask.detach().float().cpu().numpy()
     idx = fg.cpu().numpy()
@@ -144,27 +148,20 @@ def visualize_memory_item(
     )
     info = item["img_info"]
     name = f"{c}_{info['id']}_{info.get('ann_id', item.get('slot', 0))}.png"
-    path = os.path.join(results_root(results_dir), "memory_vis", str(module.model_cfg.dataset_name), name)
+    path = os.path.join(results_root(results_dir), "memory_vis", str(dataset_name), name)
     return save_image(path, panel)
 
 
 # ---------------------------------------------------------------------------------------------- test
-def class_display_names(module: Any) -> list[str]:
-    """``model_cfg.class_names`` if set, else the test set's selected category names."""
-    names = getattr(module.model_cfg, "class_names", None)
-    return list(names) if names else list(module.dataset.cat_names)
-
-
-def load_original_image(module: Any, item: dict) -> np.ndarray:
-    """The target image at its original resolution, from ``model_cfg.test.imgs_path`` if set, else
-    from the test set's root. Raises DatasetError if its size differs from ``item["ori_size"]``."""
-    folder = module.model_cfg.test.imgs_path or module.dataset.root
-    path = os.path.join(folder, item["file_name"])
+def load_original_image(folder: str, file_name: str, ori_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A target image at its original resolution (``folder``: ``model_cfg.test.imgs_path`` or the
+    test set's root). Raises DatasetError if its size differs from ``ori_size`` (H, W)."""
+    path = os.path.join(folder, file_name)
     img = np.asarray(load_rgb(path))
-    if "ori_size" in item and tuple(img.shape[:2]) != tuple(int(v) for v in item["ori_size"]):
+    if ori_size is not None and tuple(img.shape[:2]) != tuple(int(v) for v in ori_size):
         raise DatasetError(
             f"{path} is {img.shape[1]}x{img.shape[0]} but the test image is "
-            f"{item['ori_size'][1]}x{item['ori_size'][0]}; model_cfg.test.imgs_path must hold the same "
+            f"{ori_size[1]}x{ori_size[0]}; model_cfg.test.imgs_path must hold the same "
             "images as the test set."
         )
     return img
@@ -195,27 +192,27 @@ def gt_instances(
     return np.stack(masks), np.asarray(boxes, np.float64), np.asarray(labels, np.int64)
 
 
-def _safe_relpath(file_name: str) -> str:
-    """``file_name`` as a relative path that stays inside the output folder."""
-    parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return os.path.join(*parts) if parts else "image.png"
+def prediction_path(dataset_name: str, file_name: str, results_dir: str | None = None) -> str:
+    """``<results root>/<dataset_name>/<file_name>``, kept inside the results folder."""
+    parts = safe_relative_parts(file_name) or ["image.png"]
+    return os.path.join(results_root(results_dir), str(dataset_name), *parts)
 
 
-def visualize_prediction(module: Any, item: dict, dets: Any, results_dir: str | None = None) -> str:
-    """Save [GT | predictions with score > ``vis_thr``] for one test image (``online_vis``).
+def visualize_prediction(
+    image: np.ndarray, dets: Detections, class_names: list[str],
+    gt: tuple[np.ndarray, np.ndarray, np.ndarray], vis_thr: float, out_path: str,
+) -> str:  # fmt: skip
+    """Save [GT | predictions with score > ``vis_thr``] of one test image (``online_vis``).
 
-    ``module`` provides ``model_cfg`` (``dataset_name``, ``class_names``, ``test.imgs_path``,
-    ``test.vis_thr``) and ``dataset`` (the test set: ``root``, ``coco``, ``gt_by_image``,
-    ``cat_names``); ``item`` is a test-set item; ``dets`` a ``Detections`` at the original
-    resolution. GT masks are decoded here only. Returns the file path.
+    Args:
+        image: ``(H, W, 3)`` RGB at the original resolution. dets: its detections.
+        gt: ``(masks, boxes, labels)`` of its ground truth (:func:`gt_instances`).
+    Returns the written path (``out_path``, or with ``.png`` appended for an unknown extension).
     """
-    image = load_original_image(module, item)
     size = image.shape[:2]
-    names = class_display_names(module)
-    gt_masks, gt_boxes, gt_labels = gt_instances(module.dataset, item["img_id"], size)
-    gt_panel = draw_instances(image, gt_masks, gt_boxes, gt_labels, None, names)
-
-    keep = dets.scores > module.model_cfg.test.vis_thr
+    gt_masks, gt_boxes, gt_labels = gt
+    gt_panel = draw_instances(image, gt_masks, gt_boxes, gt_labels, None, class_names)
+    keep = dets.scores > vis_thr
     masks = dets.masks[keep].detach().cpu().numpy().astype(bool).reshape(-1, *size)
     pred_panel = draw_instances(
         image,
@@ -223,10 +220,6 @@ def visualize_prediction(module: Any, item: dict, dets: Any, results_dir: str | 
         dets.boxes[keep].detach().cpu().double().numpy(),
         dets.labels[keep].detach().cpu().numpy(),
         dets.scores[keep].detach().cpu().double().numpy(),
-        names,
+        class_names,
     )
-    panel = hconcat([gt_panel, pred_panel], PREDICTION_GAP)
-    out = os.path.join(
-        results_root(results_dir), str(module.model_cfg.dataset_name), _safe_relpath(item["file_name"])
-    )
-    return save_image(out, panel)
+    return save_image(out_path, hconcat([gt_panel, pred_panel], PREDICTION_GAP))

@@ -127,7 +127,9 @@ def _image_path(image_dir: Path, info: dict) -> Path:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    return np.array(load_rgb(str(path), "Check --image_dir."))  # a writable copy (torchvision warns on read-only arrays)
+    return np.array(
+        load_rgb(str(path), "Check --image_dir.")
+    )  # a writable copy (torchvision warns on read-only arrays)
 
 
 def check_images(

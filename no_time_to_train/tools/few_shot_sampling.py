@@ -326,7 +326,9 @@ def plot_references(refs: dict, data: dict, img_dir: str, out_dir: str | os.Path
     for cat_id, entries in refs.items():
         for i, entry in enumerate(entries):
             img_id = entry["img_id"]
-            image = np.asarray(load_rgb(os.path.join(img_dir, image_file_name(imgs[img_id])), "Check --img-dir."))
+            image = np.asarray(
+                load_rgb(os.path.join(img_dir, image_file_name(imgs[img_id])), "Check --img-dir.")
+            )
             stem = os.path.join(out_dir, f"{cat_id}_v{i}_{img_id}")
             save_image(f"{stem}_mask.png", draw(image, [anns[a] for a in entry["ann_ids"]]))
             save_image(f"{stem}_all_anns.png", draw(image, anns_by_img.get(img_id, [])))
