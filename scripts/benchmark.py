@@ -36,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
@@ -46,12 +46,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.profiler import record_function  # noqa: E402
 
 from no_time_to_train.config import Sam2InferCfg  # noqa: E402
 from no_time_to_train.models import matching  # noqa: E402
 from no_time_to_train.models.memory_bank import MemoryBank  # noqa: E402
-from no_time_to_train.models.sam2_proposer import Proposals, Sam2PointGridProposer  # noqa: E402
-from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter  # noqa: E402
+from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer  # noqa: E402
+from no_time_to_train.pipeline.segmenter import ReferenceSegmenter  # noqa: E402
+from no_time_to_train.testing import straightforward_score_proposals  # noqa: E402
 
 STAGES = (
     "sam2_encoder", "decoder_transformer", "iou_filter", "upscaling", "dinov2",
@@ -65,30 +67,30 @@ CLASSES = ("person", "car", "dog")
 # --------------------------------------------------------------------------- timing
 
 
-class StageTimer:
-    """``timer(name)`` is a context manager adding its wall time to ``seconds[name]``.
+class StageTimes:
+    """Seconds per stage, read from the ``ntt::<stage>`` ``record_function`` labels that the
+    pipeline's code carries: ``with StageTimes(device) as t: ...`` then ``t.seconds``.
 
-    On CUDA it synchronises before reading the clock, so asynchronous kernels are charged to the
-    stage that launched them.
+    A label's time is its CPU-side duration; on CUDA the run synchronises at each image's end, so
+    stage times there are the time to launch the work, not the device time.
     """
 
     def __init__(self, device: torch.device):
+        from torch.profiler import ProfilerActivity, profile
+
         self.device = device
+        self.profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
         self.seconds: dict[str, float] = defaultdict(float)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def __enter__(self) -> StageTimes:
+        self.profiler.__enter__()
+        return self
 
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds[name] += time.perf_counter() - start
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.profiler.__exit__(*exc)
+        for evt in self.profiler.key_averages():
+            if evt.key.startswith("ntt::"):
+                self.seconds[evt.key[len("ntt::") :]] += evt.cpu_time_total / 1e6
 
 
 def _cpu_seconds() -> float:
@@ -258,55 +260,6 @@ def oracle_bank(
 # --------------------------------------------------------------------------- the straightforward path
 
 
-def naive_score_proposals(
-    seg: ReferenceSegmenter,
-    proposals: Proposals,
-    feats: torch.Tensor,
-    ori_size: tuple[int, int],
-    timer: StageTimer,
-) -> Detections:
-    """Method-spec §4.4 as the reference computes it: dense pooling, every kept mask as float at
-    full resolution at once, and a full-resolution ``M @ M^T`` per class for the merge."""
-    cfg = seg.cfg
-    with timer("pooling"):
-        low = proposals.logits > 0
-        emb = matching.pool_mask_features(low, feats, mode="dense")
-        scores, labels = matching.label_and_score(emb, seg.memory.prototypes().to(emb))
-    with timer("nms"):
-        keep = matching.class_aware_nms(
-            matching.masks_to_boxes(low), proposals.iou, labels, cfg.nms_thr, 8 * cfg.num_out_instance
-        )
-        keep = keep[scores[keep] > 0]
-    if keep.numel() == 0:
-        return Detections.empty(ori_size, emb.shape[1], feats.device)
-    with timer("full_res"):
-        up = F.interpolate(
-            proposals.logits[keep][:, None],
-            size=ori_size,
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )[:, 0]
-        masks = (up > 0).float()
-        del up
-        nonempty = masks.flatten(1).sum(1) > 0
-        keep, masks = keep[nonempty], masks[nonempty]
-    scores, labels, emb = scores[keep], labels[keep], emb[keep]
-    with timer("merge"):
-        new = scores.clone()
-        for c in labels.unique().tolist():
-            idx = (labels == c).nonzero(as_tuple=True)[0]
-            m = masks[idx].flatten(1)
-            inter = (m @ m.T).double()
-            ios = torch.tril(inter / m.sum(1).double().clamp(min=1)[:, None], diagonal=-1)
-            sem = (emb[idx] @ emb[idx].T).clamp(min=0).double()
-            decay = (ios * sem).amax(dim=1).clamp(max=1.0)
-            new[idx] = (scores[idx].double() * torch.sqrt(1.0 - decay)).to(scores.dtype)
-        order = torch.sort(new, descending=True, stable=True).indices[: cfg.num_out_instance]
-    out = masks[order] > 0
-    return Detections(out, matching.masks_to_boxes(out), new[order], labels[order], emb[order])
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -322,13 +275,12 @@ def run_path(
     from no_time_to_train.data.images import load_square
     from no_time_to_train.evaluation.coco_results import encode_detections
 
-    timer = StageTimer(device)
-    proposer.stage_timer = timer
-    seg.stage_timer = timer
+    timer = StageTimes(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     outputs, wall, decode, counts = [], 0.0, 0.0, defaultdict(int)
     cpu_start = _cpu_seconds()
+    timer.__enter__()
     for image in images:
         t0 = time.perf_counter()
         x, ori = load_square(image["path"], proposer.image_size)
@@ -337,13 +289,13 @@ def run_path(
         start = time.perf_counter()
         with torch.no_grad():
             props = proposer(x)
-            with timer("dinov2"):
+            with record_function("ntt::dinov2"):
                 feats = seg.encoder(x)[0]
             if naive:
-                det = naive_score_proposals(seg, props, feats, ori, timer)
+                det, _ = straightforward_score_proposals(seg, props, feats, ori)
             else:
                 det = seg.score_proposals(props, feats, ori)
-            with timer("encoding"):
+            with record_function("ntt::encoding"):
                 records = encode_detections(
                     det.masks, det.boxes, det.scores, det.labels, image["id"], {0: 1, 1: 2, 2: 3}
                 )
@@ -354,6 +306,7 @@ def run_path(
         counts["kept"] += len(props)
         counts["detections"] += len(det)
         outputs.append({"proposals": props, "detections": det, "records": records})
+    timer.__exit__(None, None, None)
     cpu = _cpu_seconds() - cpu_start
     seconds = {s: timer.seconds.get(s, 0.0) for s in STAGES}
     seconds["other"] = max(0.0, wall - sum(seconds.values()))

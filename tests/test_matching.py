@@ -13,6 +13,7 @@ from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.models.sam2_proposer import Proposals, point_grid
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
+from no_time_to_train.testing import straightforward_score_proposals
 
 
 def test_point_grid_matches_reference_coordinates_and_order():
@@ -271,34 +272,6 @@ def test_cropped_masks_intersections_exact_lower_triangle(max_floats, block):
     assert torch.equal(got, torch.tril(brute[idx][:, idx], diagonal=-1))
 
 
-def _reference_score_proposals(seg: ReferenceSegmenter, proposals: Proposals, feats, ori_size):
-    """The straightforward §4.4 pipeline: all kept masks dense at full resolution at once, and for
-    each class the full N x N intersection product over whole images."""
-    cfg = seg.cfg
-    low = proposals.logits > 0
-    emb = matching.pool_mask_features(low, feats, mode=cfg.pooling)
-    scores, labels = matching.label_and_score(emb, seg.memory.prototypes())
-    keep = matching.class_aware_nms(matching.masks_to_boxes(low), proposals.iou, labels, cfg.nms_thr, 800)
-    keep = keep[scores[keep] > 0]
-    up = F.interpolate(proposals.logits[keep][:, None], size=ori_size, mode="bilinear", antialias=True)[:, 0]
-    masks = up > 0
-    nonempty = masks.flatten(1).any(1)
-    keep, masks = keep[nonempty], masks[nonempty]
-    scores, labels, emb = scores[keep], labels[keep], emb[keep]
-    new = scores.clone()
-    for c in labels.unique().tolist():
-        idx = (labels == c).nonzero(as_tuple=True)[0]
-        m = masks[idx].flatten(1).double()
-        inter = m @ m.T
-        ios = torch.tril(inter / m.sum(1).clamp(min=1)[:, None], diagonal=-1)
-        sem = (emb[idx] @ emb[idx].T).clamp(min=0).double()
-        decay = (ios * sem).amax(dim=1).clamp(max=1.0)
-        new[idx] = (scores[idx].double() * torch.sqrt(1.0 - decay)).float()
-    order = torch.sort(new, descending=True, stable=True).indices[: cfg.num_out_instance]
-    out = masks[order], matching.masks_to_boxes(masks[order]), new[order], labels[order], emb[order]
-    return *out, masks.shape[0]
-
-
 @pytest.mark.parametrize("ori_size", [(123, 157), (480, 640)])
 def test_score_proposals_equals_straightforward_pipeline(ori_size):
     """Many overlapping proposals of three classes; the bounded pipeline gives identical output."""
@@ -314,9 +287,10 @@ def test_score_proposals_equals_straightforward_pipeline(ori_size):
     )
     seg.cfg.merge_chunk = 1  # strips of about one mask: many strips
     det = seg.score_proposals(Proposals(logits, iou, torch.zeros(n, 2)), feats, ori_size)
-    masks, boxes, scores, labels, emb, n_merged = _reference_score_proposals(
-        seg, Proposals(logits, iou, None), feats, ori_size
+    ref, n_merged = straightforward_score_proposals(
+        seg, Proposals(logits, iou, None), feats, ori_size, pooling=seg.cfg.pooling
     )
+    masks, boxes, scores, labels, emb = ref.masks, ref.boxes, ref.scores, ref.labels, ref.embeddings
     assert len(det) == 25 and n_merged > 30 and labels.unique().numel() >= 2
     assert torch.equal(det.labels, labels) and torch.equal(det.masks, masks) and torch.equal(det.boxes, boxes)
     assert torch.equal(det.scores, scores) and torch.equal(det.embeddings, emb)

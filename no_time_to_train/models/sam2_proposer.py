@@ -12,13 +12,11 @@ does ``fast=True`` with a decoder whose layout ``models.sam2_decoder`` does not 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from no_time_to_train.compat import sam2_prepare_backbone_features
 from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
@@ -49,19 +47,15 @@ def point_grid(points_per_side: int, image_size: int) -> torch.Tensor:
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 
 
-def no_stage_timer(name: str) -> AbstractContextManager:
-    """Default ``stage_timer``: times nothing (see ``scripts/benchmark.py`` for one that does)."""
-    return contextlib.nullcontext()
-
-
 class Sam2PointGridProposer(nn.Module):
     """Wraps an official ``SAM2Base`` (built by ``models.encoders.build_sam2``).
 
     ``point_batch_size`` prompts go through the prompt encoder together (the reference's
     ``testing_point_bs``); the fast decoder then works on ``decoder_chunk`` prompts at a time and
     upscales ``upscale_chunk`` at a time (None: 4 and 1 on CPU, where the tensors then mostly stay
-    in cache; 64 and 64 on GPU). Results do not depend on any of them. ``stage_timer(name)`` returns a context manager wrapped around each stage
-    (``sam2_encoder``, ``decoder_transformer``, ``iou_filter``, ``upscaling``).
+    in cache; 64 and 64 on GPU). Results do not depend on any of them. Each stage runs under a ``torch.profiler.record_function`` label
+    (``ntt::sam2_encoder``, ``ntt::decoder_transformer``, ``ntt::iou_filter``, ``ntt::upscaling``),
+    which ``scripts/benchmark.py`` reads; outside a profiler they cost nothing measurable.
     """
 
     def __init__(
@@ -84,7 +78,6 @@ class Sam2PointGridProposer(nn.Module):
         self.fast = fast
         self.decoder_chunk = decoder_chunk
         self.upscale_chunk = upscale_chunk
-        self.stage_timer: Callable[[str], AbstractContextManager] = no_stage_timer
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -114,7 +107,7 @@ class Sam2PointGridProposer(nn.Module):
             raise ValueError(
                 f"expected a {self.image_size}x{self.image_size} image, got {tuple(image.shape)}"
             )
-        with self.stage_timer("sam2_encoder"):
+        with record_function("ntt::sam2_encoder"):
             embed, high_res = self.image_features(image)
         grid = point_grid(self.points_per_side, self.image_size).to(image.device)
         ctx = self._image_context(embed, high_res) if self._use_fast() else None
@@ -139,7 +132,7 @@ class Sam2PointGridProposer(nn.Module):
         return self.fast and supports(self.sam2.sam_mask_decoder)
 
     def _image_context(self, embed: torch.Tensor, high_res: list[torch.Tensor]) -> ImageContext:
-        with self.stage_timer("decoder_transformer"):
+        with record_function("ntt::decoder_transformer"):
             pe = self.sam2.sam_prompt_encoder.get_dense_pe()
             dense = self.sam2.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
             return MultiPromptDecoder(self.sam2.sam_mask_decoder).prepare(embed, pe, dense, high_res)
@@ -160,7 +153,7 @@ class Sam2PointGridProposer(nn.Module):
             return self._decode_official(embed, high_res, points)
         if ctx is None:
             ctx = self._image_context(embed, high_res)
-        with self.stage_timer("decoder_transformer"):
+        with record_function("ntt::decoder_transformer"):
             sparse, _ = self._prompt_embeddings(points)
         return self._decode_fast(ctx, sparse)
 
@@ -168,7 +161,7 @@ class Sam2PointGridProposer(nn.Module):
         self, embed: torch.Tensor, high_res: list[torch.Tensor], points: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The official ``MaskDecoder.forward`` on B copies of the image (the straightforward path)."""
-        with self.stage_timer("decoder_transformer"):
+        with record_function("ntt::decoder_transformer"):
             sparse, dense = self._prompt_embeddings(points)
             masks, iou, _, _ = self.sam2.sam_mask_decoder(
                 image_embeddings=embed,
@@ -179,7 +172,7 @@ class Sam2PointGridProposer(nn.Module):
                 repeat_image=True,
                 high_res_features=high_res,
             )
-        with self.stage_timer("iou_filter"):
+        with record_function("ntt::iou_filter"):
             best_iou, best = iou.max(dim=1)
             kept = best_iou > self.iou_thr
             chosen = masks[torch.arange(masks.shape[0], device=masks.device), best]
@@ -201,12 +194,12 @@ class Sam2PointGridProposer(nn.Module):
         h, w = ctx.size
         logits, ious, kept_all = [], [], []
         for i in range(0, sparse.shape[0], chunk):
-            with self.stage_timer("decoder_transformer"):
+            with record_function("ntt::decoder_transformer"):
                 tokens = dec.tokens(sparse[i : i + chunk])
                 queries, keys = dec.two_way_blocks(ctx, tokens)
                 iou_rows = torch.full((tokens.shape[0], 1), dec.iou_row(), device=tokens.device)
                 iou_token = dec.final_attention(ctx, queries, tokens, keys, iou_rows)[:, 0]
-            with self.stage_timer("iou_filter"):
+            with record_function("ntt::iou_filter"):
                 iou = dec.predict_iou(iou_token)
                 best_iou, best = iou[:, 1:].max(dim=1)
                 best = best + 1  # multimask outputs are tokens 1..3
@@ -214,7 +207,7 @@ class Sam2PointGridProposer(nn.Module):
                 kept_all.append(kept)
                 ious.append(best_iou[kept])
             if kept.any():
-                with self.stage_timer("upscaling"):
+                with record_function("ntt::upscaling"):
                     if not kept.all():  # (indexing copies the image tokens)
                         queries, tokens, keys, best = queries[kept], tokens[kept], keys[kept], best[kept]
                     rows = (dec.iou_row() + 1 + best)[:, None]

@@ -10,18 +10,18 @@ features ``(B, g, g, D)`` (DINOv2: resized to 518, g = 37). Proposer contract:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from no_time_to_train.config import Sam2InferCfg
 from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.models.sam2_proposer import Proposals, no_stage_timer
+from no_time_to_train.models.sam2_proposer import Proposals
 
 
 @dataclass
@@ -78,8 +78,6 @@ class ReferenceSegmenter(nn.Module):
         self.encoder = encoder
         self.proposer = proposer
         self.cfg = infer_cfg or Sam2InferCfg()
-        # Context manager around each test-time stage (``scripts/benchmark.py`` times them).
-        self.stage_timer: Callable[[str], AbstractContextManager] = no_stage_timer
 
     # ------------------------------------------------------------------ references
     @torch.no_grad()
@@ -111,7 +109,7 @@ class ReferenceSegmenter(nn.Module):
             proposals = self.proposer(image)
             if len(proposals) == 0:
                 return Detections.empty(ori_size, self.memory.feat_dim, image.device)
-            with self.stage_timer("dinov2"):
+            with record_function("ntt::dinov2"):
                 feats = self.encoder(image)[0]
         proposals = Proposals(proposals.logits.float(), proposals.iou.float(), proposals.points)
         return self.score_proposals(proposals, feats.float(), ori_size)
@@ -135,12 +133,11 @@ class ReferenceSegmenter(nn.Module):
         """
         cfg = self.cfg
         device = feats.device
-        timer = self.stage_timer
-        with timer("pooling"):
+        with record_function("ntt::pooling"):
             low_masks = proposals.logits > 0
             emb = matching.pool_mask_features(low_masks, feats, mode=cfg.pooling)
             scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
-        with timer("nms"):
+        with record_function("ntt::nms"):
             boxes = matching.masks_to_boxes(low_masks)
             keep = matching.class_aware_nms(
                 boxes, proposals.iou, labels, cfg.nms_thr, 8 * cfg.num_out_instance
@@ -148,16 +145,16 @@ class ReferenceSegmenter(nn.Module):
             keep = keep[scores[keep] > 0]  # also drops NaN scores of empty masks
         if keep.numel() == 0:
             return Detections.empty(ori_size, emb.shape[1], device)
-        with timer("full_res"):
+        with record_function("ntt::full_res"):
             masks = matching.CroppedMasks.from_logits(proposals.logits[keep], ori_size)
             # A mask can vanish when upsampled; it cannot match anything and the IoS is undefined.
             nonempty = masks.areas > 0
             keep, masks = keep[nonempty], masks.select(nonempty)
         scores, labels, emb = scores[keep], labels[keep], emb[keep]
-        with timer("merge"):
+        with record_function("ntt::merge"):
             scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=cfg.merge_chunk)
             order = torch.sort(scores, descending=True, stable=True).indices[: cfg.num_out_instance]
-        with timer("full_res"):
+        with record_function("ntt::full_res"):
             dense = masks.dense(order)
         return Detections(
             masks=dense,
