@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from no_time_to_train.config import ModelCfg, Sam2InferCfg
+from no_time_to_train.config import validate as validate_config
 from no_time_to_train.data.images import as_pil_rgb, pil_to_tensor, square_tensor
 from no_time_to_train.errors import UserInputError
 from no_time_to_train.models.memory_bank import MemoryBank
@@ -87,6 +88,8 @@ class FewShotSegmenter:
         self.class_names = list(class_names)
         self.context_ratio = context_ratio  # crop context around each reference, as fill_memory
         self.cfg = model_cfg or ModelCfg()
+        for warning in validate_config(self.cfg):
+            print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
         self.encoder = (encoder if encoder is not None else build_encoder(self.cfg)).to(self.device).eval()
         self._sam2 = None
@@ -254,6 +257,7 @@ class FewShotSegmenter:
             encoder=self.encoder,
             proposer=self.proposer,
             infer_cfg=self.cfg.sam2_infer_cfgs,
+            compute_cfg=self.cfg.compute_cfgs,
             precision=self.cfg.encoder_precision,
         )
 

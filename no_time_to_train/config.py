@@ -46,6 +46,13 @@ class Sam2InferCfg:
     add_no_mem_embed: bool = False
     """Add SAM2's ``no_mem_embed`` to the image embedding like ``SAM2ImagePredictor`` does. The
     reference skips it; default False reproduces its numbers."""
+
+
+@dataclass
+class ComputeCfg:
+    """How the same numbers are computed (this project's keys, not the reference's):
+    ``--model.init_args.model_cfg.compute_cfgs.*``."""
+
     pooling: Literal["separable", "dense"] = "separable"
     """Mask-feature pooling: 'separable' (same numbers, far fewer FLOPs) or 'dense' (reference)."""
     merge_chunk: int = 64
@@ -58,12 +65,16 @@ class EncoderCfg:
     name: str = "dinov2_large"
     """dinov2_{small,base,large,giant} or the same with _reg (4 register tokens)."""
     img_size: int = 518
+    """Side every reference crop and target image is resized to for the encoder."""
     patch_size: int = 14
+    """The encoder's patch size; must be the named encoder's (14 for DINOv2). The patch grid is
+    ``img_size // patch_size``."""
 
 
 @dataclass
 class MemoryBankCfg:
     enable: bool = True
+    """Accepted for the reference's configs and ignored: the memory bank is the method."""
     category_num: int = 20
     """Number of classes in the bank; must equal the number of selected classes."""
     length: int = 10
@@ -100,6 +111,7 @@ class ModelCfg:
     test: TestVisCfg = field(default_factory=TestVisCfg)
     class_names: list[str] | None = None
     """Display names per class index (defaults to the test set's selected names)."""
+    compute_cfgs: ComputeCfg = field(default_factory=ComputeCfg)
     encoder_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast the network forward passes (SAM2 encoder and decoder, DINOv2) on GPU; matching,
     NMS and the merge stay in float32. fp32 reproduces the reference."""
@@ -114,7 +126,10 @@ class FillMemoryDatasetCfg:
     json_file: str = "./data/coco/annotations/instances_train2017.json"
     memory_pkl: str = "./data/coco/annotations_refsam2/memory/train2017_allClasses_length10_v1.pkl"
     image_size: int = 518
+    """Reference crop size; must equal ``model_cfg.encoder_cfg.img_size``."""
     memory_length: int = 10
+    """Accepted for the reference's configs and ignored: the shots per class are
+    ``model_cfg.memory_bank_cfg.length``."""
     context_ratio: float = 0.2
     norm_img: bool = False
     class_split: str | None = None
@@ -131,8 +146,10 @@ class TestDatasetCfg:
     root: str = "./data/coco/val2017"
     json_file: str = "./data/coco/annotations/instances_val2017.json"
     image_size: int = 1024
+    """Target images are squashed to this size for SAM2, whose input is 1024 x 1024."""
     norm_img: bool = False
     with_query_points: bool = False
+    """Accepted for the reference's configs and ignored (the point grid is always used)."""
     class_split: str | None = None
     cat_names: list[str] | str | None = None
 
@@ -149,3 +166,61 @@ class DatasetCfgs:
 @dataclass
 class DataLoadCfgs:
     workers: int = 4
+
+
+# Keys of the reference's configs that this project accepts and ignores: (path, default, why).
+IGNORED_KEYS = (
+    ("model_cfg.memory_bank_cfg.enable", True, "the memory bank is the method"),
+    ("dataset_cfgs.test.with_query_points", False, "the point grid is always used"),
+)
+
+
+def _get(tree: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        tree = getattr(tree, part)
+    return tree
+
+
+def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode: str = "none") -> list[str]:
+    """Check the keys that must agree with each other, in one place; ConfigError naming both flags
+    when they do not. Returns warnings about keys that are accepted but ignored (set to a value
+    that would matter in the reference)."""
+    from no_time_to_train.errors import ConfigError
+
+    flag = "--model.init_args."
+    enc = model_cfg.encoder_cfg
+    if enc.patch_size <= 0 or enc.img_size <= 0 or enc.img_size % enc.patch_size:
+        raise ConfigError(
+            f"{flag}model_cfg.encoder_cfg.img_size ({enc.img_size}) must be a positive multiple of "
+            f"encoder_cfg.patch_size ({enc.patch_size})."
+        )
+    if model_cfg.compute_cfgs.merge_chunk < 1:
+        raise ConfigError(
+            f"{flag}model_cfg.compute_cfgs.merge_chunk must be >= 1, got {model_cfg.compute_cfgs.merge_chunk}."
+        )
+    warnings = []
+    trees = {"model_cfg": model_cfg, "dataset_cfgs": dataset_cfgs}
+    for path, default, why in IGNORED_KEYS:
+        root, rest = path.split(".", 1)
+        if trees[root] is not None and _get(trees[root], rest) != default:
+            warnings.append(f"{flag}{path} is accepted for compatibility and ignored ({why}).")
+    if dataset_cfgs is None:
+        return warnings
+    fill, test = dataset_cfgs.fill_memory, dataset_cfgs.test
+    if mode in ("fill_memory", "vis_memory") and fill.image_size != enc.img_size:
+        # The encoder resizes its input to img_size: a different crop size would resize twice.
+        raise ConfigError(
+            f"{flag}dataset_cfgs.fill_memory.image_size ({fill.image_size}) must equal "
+            f"{flag}model_cfg.encoder_cfg.img_size ({enc.img_size}): reference crops are made at the "
+            "encoder's input size. Set both to the same value."
+        )
+    if mode == "test" and test.image_size != 1024:
+        raise ConfigError(
+            f"{flag}dataset_cfgs.test.image_size={test.image_size}: SAM2 takes 1024 x 1024 inputs; set it to 1024."
+        )
+    if mode == "fill_memory" and fill.memory_length != model_cfg.memory_bank_cfg.length:
+        warnings.append(
+            f"{flag}dataset_cfgs.fill_memory.memory_length ({fill.memory_length}) is ignored: the shots per "
+            f"class are {flag}model_cfg.memory_bank_cfg.length ({model_cfg.memory_bank_cfg.length})."
+        )
+    return warnings

@@ -48,7 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import record_function  # noqa: E402
 
-from no_time_to_train.config import Sam2InferCfg  # noqa: E402
+from no_time_to_train.config import ComputeCfg, Sam2InferCfg  # noqa: E402
 from no_time_to_train.models import matching  # noqa: E402
 from no_time_to_train.models.memory_bank import MemoryBank  # noqa: E402
 from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer  # noqa: E402
@@ -564,8 +564,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 fast=fast,
                 decoder_chunk=args.decoder_chunk,
             ).to(device)
-            infer = Sam2InferCfg(**{**vars(cfg), "pooling": "separable" if fast else "dense"})
-            return proposer, ReferenceSegmenter(bank, encoder=encoder, proposer=proposer, infer_cfg=infer)
+            compute = ComputeCfg(pooling="separable" if fast else "dense")
+            return proposer, ReferenceSegmenter(bank, encoder=encoder, proposer=proposer, infer_cfg=cfg,
+                                                compute_cfg=compute)  # fmt: skip
 
         paths = [True, False] if args.compare else [True]
         if args.warmup:  # one-time costs (kernel set-up, first allocations) kept out of the figures

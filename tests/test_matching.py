@@ -285,10 +285,10 @@ def test_score_proposals_equals_straightforward_pipeline(ori_size):
     seg = ReferenceSegmenter(
         _bank_with_prototypes(protos), infer_cfg=Sam2InferCfg(num_out_instance=25, nms_thr=0.9)
     )
-    seg.cfg.merge_chunk = 1  # strips of about one mask: many strips
+    seg.compute.merge_chunk = 1  # strips of about one mask: many strips
     det = seg.score_proposals(Proposals(logits, iou, torch.zeros(n, 2)), feats, ori_size)
     ref, n_merged = straightforward_score_proposals(
-        seg, Proposals(logits, iou, None), feats, ori_size, pooling=seg.cfg.pooling
+        seg, Proposals(logits, iou, None), feats, ori_size, pooling=seg.compute.pooling
     )
     masks, boxes, scores, labels, emb = ref.masks, ref.boxes, ref.scores, ref.labels, ref.embeddings
     assert len(det) == 25 and n_merged > 30 and labels.unique().numel() >= 2

@@ -78,7 +78,7 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             contents = getattr(self, "_ckpt_contents", None) or memory_io.read(ckpt, mmap=True)
             self._ckpt_contents = None
             memory_io.check_meta(contents, self.model.memory_meta(), ckpt)
-        self.model._ckpt_path_hint = ckpt
+        self.model.memory_path = ckpt
 
     def _check_outputs_writable(self, args: Any) -> None:
         """Every output of this run must be writable before the networks are built: a path that
@@ -127,13 +127,8 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             if trainer.is_global_zero:
                 print(f"Memory bank ({mode}) saved to {args.out_path}")
             return
-        if mode != "test":
-            return
-        # On every rank: Lightning's ``log_dir`` is a broadcast, so a rank-0-only call would wait
-        # for ranks that have already left.
-        report_dir = self._report_dir()
-        if not trainer.is_global_zero:
-            return
+        if mode != "test" or not trainer.is_global_zero:
+            return  # evaluation and the per-class report are the module's (on_test_epoch_end)
         results = self.model.results or []
         if args.export_result:
             atomic_save_json(results, args.export_result)
@@ -143,17 +138,6 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             path = os.path.join("inst_to_segm", f"coco_inst_{name}_results.json")
             atomic_save_json(results, path)
             print(f"Results written to {path}")
-        self.model.evaluate(results)
-        if self.model.last_evals:
-            from no_time_to_train.evaluation.reports import save_per_class_report
-
-            save_per_class_report(self.model.last_evals, self.model.dataset, report_dir)
-
-    def _report_dir(self) -> str:
-        """Next to the logs; without a logger, next to the pictures of this dataset."""
-        if self.trainer.loggers:
-            return self.trainer.log_dir
-        return os.path.join("results_analysis", self.model.model_cfg.dataset_name, "evaluation")
 
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from no_time_to_train import signals
 from no_time_to_train.config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMode
+from no_time_to_train.config import validate as validate_config
 from no_time_to_train.data.coco_checks import has_mask
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.errors import ConfigError
@@ -70,6 +71,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             )
         self.model_cfg, self.dataset_cfgs, self.data_load_cfgs = model_cfg, dataset_cfgs, data_load_cfgs
         self.test_mode = test_mode
+        for warning in validate_config(model_cfg, dataset_cfgs, test_mode):
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                print(f"Warning: {warning}")
         infer = model_cfg.sam2_infer_cfgs
         self.memory = MemoryBank(
             bank.category_num, bank.length, self.feature_dim(), infer.kmeans_k, infer.n_pca_components
@@ -79,6 +83,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self._outputs: list[tuple[int, Any]] = []
         self.results: list[dict] | None = None
         self.loaded_meta: dict | None = None
+        self.memory_path: str | None = None
+        """The memory file being restored (``--ckpt_path``), named in its error messages."""
         self.last_evals: dict = {}
         self.last_stats: dict = {}
 
@@ -99,14 +105,6 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         if mode in ("fill_memory", "vis_memory"):
             c = self.dataset_cfgs.fill_memory
             self._check_dataset_cfg(c, "fill_memory")
-            enc = self.model_cfg.encoder_cfg
-            if c.image_size != enc.img_size:
-                # The encoder resizes its input to img_size: a different crop size would resize twice.
-                raise ConfigError(
-                    f"dataset_cfgs.fill_memory.image_size ({c.image_size}) must equal "
-                    f"model_cfg.encoder_cfg.img_size ({enc.img_size}): reference crops are made at the "
-                    "encoder's input size. Set both to the same value."
-                )
             ds = COCOMemoryFillCropDataset(
                 root=c.root, json_file=c.json_file, memory_pkl=c.memory_pkl, image_size=c.image_size,
                 memory_length=self.model_cfg.memory_bank_cfg.length, context_ratio=c.context_ratio,
@@ -117,10 +115,6 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         if mode == "test":
             c = self.dataset_cfgs.test
             self._check_dataset_cfg(c, "test")
-            if c.image_size != 1024:
-                raise ConfigError(
-                    f"dataset_cfgs.test.image_size={c.image_size}: SAM2 takes 1024x1024 inputs; set it to 1024."
-                )
             bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
             return COCORefTestDataset(
                 root=c.root, json_file=c.json_file, image_size=c.image_size, class_split=c.class_split,
@@ -173,6 +167,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
                 encoder=self.build_encoder() if needs_encoder else None,
                 proposer=self.build_proposer() if self.test_mode == "test" else None,
                 infer_cfg=self.model_cfg.sam2_infer_cfgs,
+                compute_cfg=self.model_cfg.compute_cfgs,
                 precision=self.model_cfg.encoder_precision,
             )
         self._outputs = []
@@ -270,7 +265,28 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         elif self.test_mode == "test":
             per_image = gather_indexed(self._outputs)
             self.results = [r for records in per_image for r in records]
+            self._evaluate_and_report()
         self._outputs = []
+
+    def _evaluate_and_report(self) -> None:
+        """COCO evaluation and the per-class report, on the first process (so also when the
+        module is driven by ``trainer.test`` without the CLI)."""
+        # On every rank: Lightning's ``log_dir`` is a broadcast, so a rank-0-only call would wait
+        # for ranks that have already left.
+        report_dir = self.report_dir()
+        if not self.trainer.is_global_zero:
+            return
+        self.evaluate(self.results or [])
+        if self.last_evals:
+            from no_time_to_train.evaluation.reports import save_per_class_report
+
+            save_per_class_report(self.last_evals, self.dataset, report_dir)
+
+    def report_dir(self) -> str:
+        """Next to the logs; without a logger, next to the pictures of this dataset."""
+        if self.trainer.loggers:
+            return self.trainer.log_dir
+        return os.path.join("results_analysis", self.model_cfg.dataset_name, "evaluation")
 
     def _finish_fill(self) -> None:
         items = gather_indexed(self._outputs)
@@ -340,12 +356,12 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         checkpoint[memory_io.META_KEY] = self.memory_meta()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
+        path = self.memory_path or "the memory file"
         self.loaded_meta = memory_io.check_meta(checkpoint, self.memory_meta(), path)
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
         # Only the bank is stored; backbones come from their own checkpoints.
-        path = getattr(self, "_ckpt_path_hint", None) or "the memory file"
+        path = self.memory_path or "the memory file"
         return memory_io.load_bank_state(self.memory, state_dict, path)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict:

@@ -39,6 +39,7 @@ from pycocotools import mask as mask_utils
 from no_time_to_train.data.reference_sets import save_reference_pkl
 from no_time_to_train.data.splits import COCO_CATEGORIES
 from no_time_to_train.errors import DatasetError
+from no_time_to_train.evaluation.coco_results import encode_rle
 from no_time_to_train.io_utils import atomic_save_json
 
 DEFAULT_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "boat", "bird", "dog")
@@ -208,8 +209,7 @@ def _bbox(mask: np.ndarray) -> list[float]:
 def _segmentation(mask: np.ndarray, polys: list[list[float]], segm_format: str) -> object:
     if segm_format == "polygon":
         return polys
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    return encode_rle(mask)
 
 
 def _class_slots(rng, cat_ids, deficit, images_left, max_instances):

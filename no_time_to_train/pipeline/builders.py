@@ -22,8 +22,16 @@ def encoder_feat_dim(name: str) -> int:
 def build_encoder(cfg: ModelCfg) -> nn.Module:
     """DINOv2 patch-feature encoder from ``encoder_cfg`` / ``encoder_ckpt_path``."""
     from no_time_to_train.checkpoints.loading import build_dinov2
+    from no_time_to_train.models.dinov2 import DinoV2Encoder
 
-    return build_dinov2(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, img_size=cfg.encoder_cfg.img_size)
+    enc = cfg.encoder_cfg
+    encoder_feat_dim(enc.name)  # a ConfigError for unknown names
+    if enc.patch_size != DinoV2Encoder.patch_size:
+        raise ConfigError(
+            f"--model.init_args.model_cfg.encoder_cfg.patch_size={enc.patch_size}, but {enc.name} has "
+            f"{DinoV2Encoder.patch_size} x {DinoV2Encoder.patch_size} patches. Set it to {DinoV2Encoder.patch_size}."
+        )
+    return build_dinov2(enc.name, cfg.encoder_ckpt_path, img_size=enc.img_size)
 
 
 def build_sam2_model(cfg: ModelCfg) -> nn.Module:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from no_time_to_train.models.matching import masks_to_boxes
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 
@@ -57,11 +58,10 @@ def crop_window(
 
 def mask_box_xywh(mask: torch.Tensor) -> list[float] | None:
     """Tight COCO-style box ``[x, y, w, h]`` of a ``(H, W)`` mask (pixel edges), None if empty."""
-    ys, xs = mask.nonzero(as_tuple=True)
-    if ys.numel() == 0:
+    if not mask.any():
         return None
-    x1, y1 = xs.min().item(), ys.min().item()
-    return [float(x1), float(y1), float(xs.max().item() + 1 - x1), float(ys.max().item() + 1 - y1)]
+    x1, y1, x2, y2 = masks_to_boxes(mask[None].bool())[0].tolist()  # inclusive pixel XYXY
+    return [x1, y1, x2 + 1 - x1, y2 + 1 - y1]
 
 
 def make_reference_crop(

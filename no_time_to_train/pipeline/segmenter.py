@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from no_time_to_train.config import Sam2InferCfg
+from no_time_to_train.config import ComputeCfg, Sam2InferCfg
 from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.models.sam2_proposer import Proposals
@@ -66,6 +66,7 @@ class ReferenceSegmenter(nn.Module):
         encoder: nn.Module | None = None,
         proposer: nn.Module | None = None,
         infer_cfg: Sam2InferCfg | None = None,
+        compute_cfg: ComputeCfg | None = None,
         precision: str = "fp32",
     ):
         """``precision`` ("fp32", "bf16", "fp16") autocasts the network forward passes only; the
@@ -78,6 +79,7 @@ class ReferenceSegmenter(nn.Module):
         self.encoder = encoder
         self.proposer = proposer
         self.cfg = infer_cfg or Sam2InferCfg()
+        self.compute = compute_cfg or ComputeCfg()
 
     # ------------------------------------------------------------------ references
     @torch.no_grad()
@@ -135,7 +137,7 @@ class ReferenceSegmenter(nn.Module):
         device = feats.device
         with record_function("ntt::pooling"):
             low_masks = proposals.logits > 0
-            emb = matching.pool_mask_features(low_masks, feats, mode=cfg.pooling)
+            emb = matching.pool_mask_features(low_masks, feats, mode=self.compute.pooling)
             scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
         with record_function("ntt::nms"):
             boxes = matching.masks_to_boxes(low_masks)
@@ -152,7 +154,7 @@ class ReferenceSegmenter(nn.Module):
             keep, masks = keep[nonempty], masks.select(nonempty)
         scores, labels, emb = scores[keep], labels[keep], emb[keep]
         with record_function("ntt::merge"):
-            scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=cfg.merge_chunk)
+            scores = matching.semantic_soft_merge(masks, scores, labels, emb, chunk=self.compute.merge_chunk)
             order = torch.sort(scores, descending=True, stable=True).indices[: cfg.num_out_instance]
         with record_function("ntt::full_res"):
             dense = masks.dense(order)

@@ -23,7 +23,6 @@ and ``--out-dir`` make the same layout from any COCO-format dataset.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -32,8 +31,13 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
+from no_time_to_train.data.coco import image_file_name, read_coco_json
+from no_time_to_train.data.images import load_rgb
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
 from no_time_to_train.io_utils import atomic_open, atomic_save_json
+from no_time_to_train.output.drawing import draw_instances, save_image
 
 DEFAULT_REFS: dict[str, list[int]] = {"bird": [429819], "boat": [101435]}
 DEFAULT_TARGETS: list[int] = [98636, 361948, 456065, 42279, 517410, 439274, 407180, 459673, 481301, 460598]
@@ -65,18 +69,15 @@ def parse_ids(items: Sequence[str]) -> list[int]:
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(
-            f"COCO annotations not found: {path}. Download {COCO_ANNOTATIONS_URL}, unzip it into "
-            "<coco-root>/ (it creates annotations/instances_train2017.json), or pass --coco-root or "
-            "--annotations."
-        )
-    with open(path) as f:
-        return json.load(f)
+    return read_coco_json(
+        path,
+        f"Download {COCO_ANNOTATIONS_URL}, unzip it into <coco-root>/ (it creates "
+        "annotations/instances_train2017.json), or pass --coco-root or --annotations.",
+    )
 
 
 def _image_file(img: dict) -> str:
-    return img.get("file_name") or os.path.basename(str(img.get("coco_url", ""))) or f"{img['id']:012d}.jpg"
+    return image_file_name(img, default=f"{img['id']:012d}.jpg")
 
 
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -189,21 +190,14 @@ def build_custom_dataset(
     return references, targets, previews
 
 
-def draw_boxes(src: Path, dest: Path, boxes: list[dict], label: str) -> None:
-    import cv2
-
-    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"Could not read {src}.")
-    for ann in boxes:
-        x, y, w, h = (int(round(float(v))) for v in ann["bbox"])
-        cv2.rectangle(image, (x, y), (x + w, y + h), (0, 200, 255), 2)
-        cv2.putText(image, label, (x + 2, max(y - 5, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 200, 255), 2)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    if not ok:
-        raise DatasetError(f"Could not encode {dest}.")
-    with atomic_open(dest, "wb") as f:
-        f.write(buf.tobytes())
+def draw_boxes(src: Path, dest: Path, boxes: list[dict], label: str, class_index: int = 0) -> None:
+    """A preview of one reference image: its boxes in the class's colour, with the class name."""
+    image = np.asarray(load_rgb(str(src)))
+    xyxy = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2] - 1, a["bbox"][1] + a["bbox"][3] - 1]
+            for a in boxes]  # fmt: skip
+    names = [label] * (class_index + 1)
+    empty = np.zeros((len(boxes), *image.shape[:2]), bool)
+    save_image(str(dest), draw_instances(image, empty, xyxy, [class_index] * len(boxes), names=names), 92)
 
 
 def make_custom_dataset(
@@ -249,7 +243,8 @@ def make_custom_dataset(
     for name, img_id, boxes in previews:
         counters[name] = counters.get(name, 0) + 1
         dest = paths["visualisations"] / f"{name}_{counters[name]}.jpg"
-        draw_boxes(img_dir / names[img_id], dest, boxes, name)
+        index = [c["name"] for c in sorted(references["categories"], key=lambda c: c["id"])].index(name)
+        draw_boxes(img_dir / names[img_id], dest, boxes, name, index)
     classes = ", ".join(c["name"] for c in references["categories"])
     log(
         f"Custom dataset in {out}: {len(references['images'])} reference image(s) "
