@@ -117,3 +117,27 @@ class SlowOracleMatcherModel(OracleMatcherModel):
 
     def build_encoder(self) -> nn.Module:
         return _SlowEncoder(ColorEncoder(self.anchors()), self.delay)
+
+
+class NoMaskProposer(nn.Module):
+    """No proposal at all (``kind="none"``), or proposals whose masks are all empty ("blank")."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, image: torch.Tensor) -> Proposals:
+        n = 0 if self.kind == "none" else 5
+        logits = torch.full((n, 256, 256), -10.0, device=image.device)
+        return Proposals(logits, torch.full((n,), 0.9, device=image.device), torch.zeros(n, 2))
+
+
+class NoMaskModel(OracleMatcherModel):
+    """The oracle model whose proposer never yields a usable mask."""
+
+    def __init__(self, *args, proposals: str = "none", **kwargs):
+        self.proposals = proposals
+        super().__init__(*args, **kwargs)
+
+    def build_proposer(self) -> nn.Module:
+        return NoMaskProposer(self.proposals)

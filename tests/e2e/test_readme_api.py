@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 
 from no_time_to_train.tools.random_checkpoints import main as write_checkpoints
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _readme_api_example() -> str:

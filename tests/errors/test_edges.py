@@ -20,7 +20,7 @@ from no_time_to_train.data.reference_sets import load_reference_pkl, save_refere
 from no_time_to_train.errors import DatasetError
 from no_time_to_train.tools import coco_to_pkl
 
-from .helpers import FILL_FLAG, TEST_FLAG, base, expect_user_error, oracle_yaml
+from ..helpers import FILL_FLAG, TEST_FLAG, base, expect_user_error, oracle_yaml
 
 # ---------------------------------------------------------------------------------------------
 # reference sets: restricted pickles and JSON
@@ -190,7 +190,7 @@ def test_mixed_masks_in_target_ground_truth_are_refused():
 
 
 def test_box_only_target_ground_truth_gives_bbox_ap_and_a_note(in_tmp, bank, synth, capsys):
-    from .conftest import run_cli
+    from ..conftest import run_cli
 
     val = json.loads(open(synth["val_json"]).read())
     for a in val["annotations"]:
@@ -248,7 +248,7 @@ def test_large_legitimate_image_loads(tmp_path):
 def test_output_under_a_file_is_refused_before_the_networks_are_built(
     in_tmp, bank, mode, flag, capsys, monkeypatch
 ):
-    from .oracle import OracleMatcherModel
+    from ..oracle import OracleMatcherModel
 
     def must_not_build(self):
         raise AssertionError("a network was built before the outputs were checked")
@@ -297,7 +297,7 @@ def test_reference_folder_errors_name_the_folder_and_the_mask_file(tmp_path):
 def test_api_refuses_a_fill_only_memory_file_like_the_cli(bank, synth):
     from no_time_to_train.errors import CheckpointError
 
-    from .test_api_cli_parity import _oracle_api
+    from ..e2e.test_api_cli_parity import _oracle_api
 
     seg = _oracle_api(synth)
     with pytest.raises(CheckpointError, match="needs a postprocessed memory .* written by fill_memory"):

@@ -11,7 +11,7 @@ import json
 
 import torch
 
-from .conftest import FEWSHOT_CFG, dataset_overrides, run_cli, write_yaml
+from ..conftest import FEWSHOT_CFG, dataset_overrides, run_cli, write_yaml
 
 
 def _oracle_config(tmp_path, synth) -> str:

@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from no_time_to_train.api import FewShotSegmenter
 from no_time_to_train.errors import UserInputError
 
-from .oracle import GREYS, ColorEncoder, ColorProposer
+from ..oracle import GREYS, ColorEncoder, ColorProposer
 
 
 def _oracle_segmenter(synth, **kw) -> FewShotSegmenter:
@@ -130,7 +130,9 @@ def test_api_real_networks_with_random_weights(tiny_ckpts, synth, tmp_path):
     seg.add_reference(img, "car", boxes=[[80, 20, 150, 100]]) if masks[1].any() else None
     pred = seg.predict(img)
     assert pred.masks.shape[1:] == (120, 160)
-    assert np.all(np.isfinite(pred.scores))
+    # A uniform image whose references are crops of it: every patch feature is the same, so a
+    # proposal's pooled feature equals each prototype and scores a cosine of 1 (random weights or not).
+    assert len(pred) >= 1 and np.all(pred.scores > 0.99), pred.scores
     seg.save_memory(str(tmp_path / "m.ckpt"))
     sd = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
     assert all(k.startswith("memory.") for k in sd)

@@ -25,7 +25,7 @@ from no_time_to_train.tools.few_shot_sampling import (
     sample_references,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COCO_ID = {name: cid for cid, name in COCO_CATEGORIES}
 
 

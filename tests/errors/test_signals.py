@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, dataset_overrides
-from .helpers import base, oracle_yaml
+from ..conftest import REPO, dataset_overrides
+from ..helpers import base, oracle_yaml
 
 SLOW = "tests.oracle.SlowOracleMatcherModel"
 

@@ -27,7 +27,7 @@ from no_time_to_train.tools.random_checkpoints import (
     write_random_sam2_checkpoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOWNLOAD_SCRIPT = REPO / "checkpoints" / "download_checkpoints.sh"
 
 

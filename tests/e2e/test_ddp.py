@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from .conftest import FEWSHOT_CFG, REPO, dataset_overrides, write_yaml
+from ..conftest import FEWSHOT_CFG, REPO, dataset_overrides, write_yaml
 
 
 def _run(args: list[str], cwd) -> None:

@@ -60,6 +60,9 @@ def test_segment_image_command(tmp_path, synth, tiny_ckpts):
     assert (result["height"], result["width"]) == (info["height"], info["width"])
     overlay = Image.open(out / f"{stem}_overlay.png")
     assert overlay.size == (info["width"], info["height"])
+    # Random weights still propose (SAM2's predicted IoU is about 0.5 > iou_thr 0.4 for every
+    # prompt) and the cosines to the prototypes are positive: at least one instance is written.
+    assert result["instances"], result
     for inst in result["instances"]:
         assert inst["category_name"] in synth["class_names"] and 0 <= inst["score"] <= 1
     assert len(list(out.glob(f"{stem}_inst*.png"))) == len(result["instances"])

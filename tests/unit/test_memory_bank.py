@@ -119,7 +119,7 @@ def test_state_dict_round_trip_adopts_packed_length():
 def test_memory_sizes_script_reports_small_files(capsys):
     import importlib.util
 
-    from .conftest import REPO
+    from ..conftest import REPO
 
     spec = importlib.util.spec_from_file_location("memory_sizes", REPO / "scripts" / "memory_sizes.py")
     mod = importlib.util.module_from_spec(spec)

@@ -16,7 +16,7 @@ from no_time_to_train.checkpoints.loading import build_sam2
 from no_time_to_train.models.sam2_fast_decoder import MultiPromptDecoder
 from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer, _hypernetwork
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_benchmark():

@@ -14,9 +14,9 @@ from no_time_to_train.api import FewShotSegmenter
 from no_time_to_train.config import ModelCfg
 from no_time_to_train.data.reference_sets import load_reference_pkl
 
-from .conftest import FEWSHOT_CFG, run_cli
-from .oracle import GREYS, ColorEncoder, ColorProposer
-from .test_oracle_e2e import _oracle_config
+from ..conftest import FEWSHOT_CFG, run_cli
+from ..e2e.test_oracle_e2e import _oracle_config
+from ..oracle import GREYS, ColorEncoder, ColorProposer
 
 
 def _oracle_api(synth, **kw) -> FewShotSegmenter:

@@ -18,7 +18,7 @@ from no_time_to_train.data.splits import COCO_FEW_SHOT_CLASSES
 from no_time_to_train.data.synthetic import generate_coco_dataset
 from no_time_to_train.tools.random_checkpoints import main as write_checkpoints
 
-from .conftest import REPO
+from ..conftest import REPO
 
 # Copied from the reference README (variables, then steps 0-3); only SHOTS and GPUS differ.
 README_COMMANDS = r"""

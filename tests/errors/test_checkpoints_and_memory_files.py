@@ -1,0 +1,198 @@
+"""Bad inputs (method-spec §10 "Failure modes" / "Fragile CLI"), one test per case: checkpoints, SAM2 configs and memory files.
+
+A user error stops the CLI with exit code 2 and one paragraph on stderr that names the file or flag
+and the fix, never a traceback. Cases that have a right answer must give it, with no NaN anywhere.
+Almost every case drives the CLI in-process with the colour-oracle networks (``tests.oracle``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from no_time_to_train.pipeline import memory_io
+
+from ..conftest import run_cli
+from ..helpers import (
+    BANK_FLAG,
+    FILL_FLAG,
+    REAL_MODEL,
+    TEST_FLAG,
+    base,
+    expect_user_error,
+    oracle_yaml,
+)  # fmt: skip
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints and SAM2 config (the real loaders)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_encoder_checkpoint(in_tmp, synth, capsys):
+    cfg = oracle_yaml(in_tmp / "c.yaml", synth, class_path=REAL_MODEL)
+    missing = in_tmp / "nowhere" / "dinov2_vitl14_pretrain.pth"
+    expect_user_error(
+        capsys,
+        [*base(cfg), "--model.test_mode", "fill_memory", "--out_path", in_tmp / "m.ckpt",
+         "--model.init_args.model_cfg.encoder_ckpt_path", missing],
+        str(missing), "not found", "dinov2_vitl14_pretrain.pth", "download",
+    )  # fmt: skip
+
+
+def _real_test_cfg(tmp: Path, synth: dict) -> str:
+    # A random-weight DINOv2-S (built in a second) so that the run reaches the SAM2 builder.
+    return oracle_yaml(tmp / "real.yaml", synth, class_path=REAL_MODEL,
+                       model_cfg={"encoder_cfg": {"name": "dinov2_small"}, "encoder_ckpt_path": None})  # fmt: skip
+
+
+def test_truncated_sam2_checkpoint(in_tmp, synth, capsys):
+    cfg = _real_test_cfg(in_tmp, synth)
+    whole = in_tmp / "whole.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, whole)
+    cut = in_tmp / "sam2_hiera_large.pt"
+    cut.write_bytes(whole.read_bytes()[:600])
+    expect_user_error(
+        capsys,
+        [*base(cfg), "--model.test_mode", "test", "--model.init_args.model_cfg.sam2_ckpt_path", cut],
+        str(cut), "truncated", "download",
+    )  # fmt: skip
+
+
+def test_unknown_sam2_config(in_tmp, synth, capsys):
+    cfg = _real_test_cfg(in_tmp, synth)
+    expect_user_error(
+        capsys,
+        [*base(cfg), "--model.test_mode", "test", "--model.init_args.model_cfg.sam2_cfg_file", "sam2_hiera_xl.yaml"],
+        "sam2_hiera_xl.yaml", "sam2_cfg_file", "sam2_hiera_l.yaml",
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# memory files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_memory_file(in_tmp, bank, capsys):
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", in_tmp / "nope.ckpt"],
+        "--ckpt_path", "nope.ckpt", "not found", "--out_path",
+    )  # fmt: skip
+
+
+def test_truncated_memory_file(in_tmp, bank, capsys):
+    cut = in_tmp / "memory_postprocessed.ckpt"
+    cut.write_bytes(bank.post.read_bytes()[: bank.post.stat().st_size // 2])
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", cut],
+        str(cut), "truncated", "fill_memory",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        (f"{BANK_FLAG}.length", 3, "memory_bank_cfg.length"),
+        (f"{BANK_FLAG}.category_num", 4, "memory_bank_cfg.category_num"),
+        ("--model.init_args.model_cfg.encoder_cfg.name", "dinov2_small", "encoder_cfg.name"),
+    ],
+)
+def test_memory_file_from_another_config(in_tmp, bank, capsys, flag, value, needle):
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", bank.post, flag, value],
+        str(bank.post), needle, "does not match",
+    )  # fmt: skip
+
+
+def test_memory_file_of_an_older_version(in_tmp, bank, capsys):
+    ckpt = torch.load(bank.post, map_location="cpu", weights_only=True)
+    ckpt[memory_io.META_KEY]["format_version"] = 0
+    old = in_tmp / "old.ckpt"
+    torch.save(ckpt, old)
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", old],
+        str(old), "version 0", "fill_memory",
+    )  # fmt: skip
+
+
+def test_memory_file_of_the_reference_implementation(in_tmp, bank, capsys):
+    ref = in_tmp / "reference_memory.ckpt"
+    hparams = {"model_cfg": {"name": "matching_baseline_noAMG"}, "test_mode": "fill_memory"}
+    torch.save({"state_dict": {"seg_model.mem_feats": torch.zeros(2, 3)}, "hyper_parameters": hparams,
+                "epoch": 0}, ref)  # fmt: skip
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", ref],
+        str(ref), "original implementation", "fill_memory",
+    )  # fmt: skip
+
+
+def test_test_on_a_bank_that_was_never_postprocessed(in_tmp, bank, capsys):
+    expect_user_error(
+        capsys, [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", bank.mem],
+        "--ckpt_path", "postprocess_memory",
+    )  # fmt: skip
+
+
+def test_fill_memory_refuses_a_filled_bank(in_tmp, bank, capsys):
+    expect_user_error(
+        capsys,
+        [*base(bank.cfg), "--model.test_mode", "fill_memory", "--ckpt_path", bank.mem, "--out_path", in_tmp / "m.ckpt"],
+        "fill_memory", "--ckpt_path",
+    )  # fmt: skip
+
+
+def test_postprocess_twice_is_idempotent(in_tmp, bank, capsys):
+    again = in_tmp / "again.ckpt"
+    run_cli(
+        [
+            *base(bank.cfg),
+            "--model.test_mode",
+            "postprocess_memory",
+            "--ckpt_path",
+            bank.post,
+            "--out_path",
+            again,
+        ]
+    )
+    assert "already postprocessed" in capsys.readouterr().out
+    first = torch.load(bank.post, map_location="cpu", weights_only=True)["state_dict"]
+    second = torch.load(again, map_location="cpu", weights_only=True)["state_dict"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_out_path_equal_to_ckpt_path(in_tmp, bank, capsys):
+    before = bank.post.read_bytes()
+    expect_user_error(
+        capsys,
+        [*base(bank.cfg), "--model.test_mode", "postprocess_memory", "--ckpt_path", bank.post, "--out_path", bank.post],
+        "--out_path", "--ckpt_path", str(bank.post),
+    )  # fmt: skip
+    assert bank.post.read_bytes() == before
+
+
+def test_export_result_onto_the_test_json_is_refused(in_tmp, bank, synth, capsys):
+    # A copy: without the check the shared generated json would be overwritten.
+    js = in_tmp / "targets.json"
+    js.write_bytes(Path(synth["val_json"]).read_bytes())
+    before = js.read_bytes()
+    expect_user_error(
+        capsys,
+        [*base(bank.cfg), "--model.test_mode", "test", "--ckpt_path", bank.post, f"{TEST_FLAG}.json_file", js,
+         "--export_result", js],
+        "--export_result", str(js), "dataset_cfgs.test.json_file",
+    )  # fmt: skip
+    assert js.read_bytes() == before
+
+
+def test_out_path_onto_the_reference_pickle_is_refused(in_tmp, bank, capsys):
+    pkl = in_tmp / "refs.pkl"
+    pkl.write_bytes(Path(bank.pkl).read_bytes())
+    before = pkl.read_bytes()
+    expect_user_error(
+        capsys,
+        [*base(bank.cfg), "--model.test_mode", "fill_memory", f"{FILL_FLAG}.memory_pkl", pkl, "--out_path", pkl],
+        "--out_path", str(pkl), "memory_pkl",
+    )  # fmt: skip
+    assert pkl.read_bytes() == before

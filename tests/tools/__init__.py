@@ -1,0 +1,1 @@
+"""The data tools and the benchmark pipelines."""

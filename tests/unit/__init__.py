@@ -1,0 +1,1 @@
+"""Formula and component tests: known answers on small tensors, loaders against official formats."""
