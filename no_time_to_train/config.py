@@ -58,6 +58,12 @@ class ComputeCfg:
     merge_chunk: int = 64
     """Memory budget of the soft merge's full-resolution work: about ``merge_chunk`` megapixels of
     floats (4 MiB each), whatever the image size. Results do not depend on it."""
+    num_threads: int | None = None
+    """CPU intra-op threads per process (None: the usable CPUs divided by the processes of the run
+    on this machine). Results do not depend on it."""
+    decoder_chunk: int | None = None
+    """Prompts per pass of the fast SAM2 decoder (None: 32 on CPU, 64 on GPU). Results do not
+    depend on it."""
 
 
 @dataclass

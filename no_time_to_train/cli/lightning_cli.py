@@ -14,9 +14,10 @@ import sys
 import warnings
 from typing import Any
 
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from no_time_to_train import signals
+from no_time_to_train.cli.parse_errors import condense
 from no_time_to_train.compat import CheckpointWithoutHyperparameters
 from no_time_to_train.errors import UserInputError
 from no_time_to_train.io_utils import atomic_save_json, check_output_path
@@ -25,9 +26,20 @@ from no_time_to_train.pipeline import memory_io
 MEMORY_MODES = ("fill_memory", "postprocess_memory")
 
 
+class ShortErrorParser(LightningArgumentParser):
+    """Configuration errors in one short paragraph (``parse_errors.condense``), not a usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None):  # noqa: ANN201
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        print(f"error: {condense(message)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", ShortErrorParser)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
@@ -191,10 +203,13 @@ def user_error_message(exc: BaseException) -> str | None:
 
 
 class _DropAdvertisements(logging.Filter):
-    """Lightning prints tips about cloud products at every start; they are noise here."""
+    """Lightning prints tips about cloud products at every start, and says it loads "model
+    weights" from the memory file, which holds none (the module says what it restores)."""
+
+    NOISE = ("💡 Tip", "Loaded model weights from the checkpoint", "Restoring states from the checkpoint")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("💡 Tip")
+        return not str(record.getMessage()).startswith(self.NOISE)
 
 
 def _quiet_lightning() -> None:

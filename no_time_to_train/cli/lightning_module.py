@@ -28,6 +28,7 @@ from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
 from no_time_to_train.pipeline.builders import build_encoder, build_proposer, encoder_feat_dim
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
+from no_time_to_train.runtime import configure_cpu_threads, one_thread_worker, usable_cpus
 
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
 
@@ -157,6 +158,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         # known only once --ckpt_path is restored (after setup): build that dataset lazily.
         lazy = self.test_mode == "test" and not (c.cat_names or c.class_split)
         self.dataset = None if lazy else self.build_dataset(self.test_mode)
+        self._configure_cpu_threads()
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = self.model_cfg.allow_tf32
             torch.backends.cudnn.allow_tf32 = self.model_cfg.allow_tf32
@@ -173,15 +175,27 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self._outputs = []
         self.results = None
 
+    def _configure_cpu_threads(self) -> None:
+        """Each CPU process of the run gets its share of the cores (torch would give every one of
+        them all the cores, and the processes would then wait for each other's threads)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.strategy.root_device.type != "cpu":
+            return
+        processes = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
+        n = configure_cpu_threads(self.model_cfg.compute_cfgs.num_threads, processes)
+        if self.global_rank == 0 and self.test_mode != "postprocess_memory":
+            print(f"CPU: {n} thread(s) per process ({usable_cpus()} usable CPUs, {processes} process(es)).")
+
     def test_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.dataset = self.build_dataset(self.test_mode)
         # More workers than cores only adds contention (the configs ask for 4).
-        workers = min(self.data_load_cfgs.workers, os.cpu_count() or 1)
+        workers = min(self.data_load_cfgs.workers, usable_cpus())
         workers = workers if self.test_mode != "postprocess_memory" else 0
         return DataLoader(
             self.dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_identity_collate,
             pin_memory=torch.cuda.is_available(), drop_last=False,
+            worker_init_fn=one_thread_worker if workers else None,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ steps
@@ -205,6 +219,13 @@ class Sam2MatcherLightningModel(pl.LightningModule):
                 f"(class_split={c.class_split!r}, cat_names={c.cat_names!r}). Select the same classes for "
                 "fill_memory and test."
             )
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # The progress bar says what runs ("fill_memory 3/6"), not Lightning's "Testing DataLoader 0".
+        if batch_idx == 0 and self._trainer is not None:
+            bar = getattr(self.trainer.progress_bar_callback, "test_progress_bar", None)
+            if bar is not None:
+                bar.set_description(self.test_mode)
 
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
         item = batch[0]
@@ -358,6 +379,11 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         path = self.memory_path or "the memory file"
         self.loaded_meta = memory_io.check_meta(checkpoint, self.memory_meta(), path)
+        if self.global_rank == 0:
+            state = (
+                "postprocessed" if self.loaded_meta.get("postprocessed") else "filled, not yet postprocessed"
+            )
+            print(f"Memory bank restored from {path} ({state}; no network weights are in that file).")
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
         # Only the bank is stored; backbones come from their own checkpoints.

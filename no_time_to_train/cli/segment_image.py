@@ -112,6 +112,25 @@ def write_outputs(
     return [*paths, save_image(os.path.join(out_dir, f"{stem}_overlay.png"), overlay)]
 
 
+def expand_images(items: list[str]) -> list[str]:
+    """Files as given; folders -> their images (sorted); globs -> their matches (sorted). A
+    pattern or folder that yields no image is an error naming it."""
+    import glob
+
+    out: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_EXTS)
+        else:
+            found = [item]
+        if not found:
+            raise DatasetError(f"--images {item}: no image there ({', '.join(IMAGE_EXTS)}).")
+        out += found
+    return list(dict.fromkeys(out))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m no_time_to_train.segment_image", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -119,7 +138,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ref-images", help="image folder of a COCO-json --refs")
     p.add_argument("--memory", help="load a memory file (from --save-memory or the CLI) instead of --refs")
     p.add_argument("--classes", help="comma-separated class names with --memory (default: those in the file)")
-    p.add_argument("--images", nargs="+", required=True, help="target image(s)")
+    p.add_argument("--images", nargs="+", required=True,
+                   help="target images: files, folders (every image in them) or globs ('imgs/*.jpg')")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--score-thr", type=float, default=0.3, help="keep instances scoring above this")
     p.add_argument("--save-masks", action="store_true", help="also write one PNG per instance")
@@ -161,8 +181,9 @@ def run(args: argparse.Namespace) -> list[str]:
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
     if args.save_memory:
         seg.save_memory(args.save_memory)
+        print(f"Memory written to {args.save_memory} (reuse it with --memory {args.save_memory}).")
     written = []
-    for path in args.images:
+    for path in expand_images(args.images):
         image = as_pil_rgb(path)
         pred = seg.predict(image, score_thr=args.score_thr)
         stem = Path(path).stem

@@ -21,6 +21,7 @@ from torch.profiler import record_function
 from no_time_to_train.compat import sam2_prepare_backbone_features
 from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 from no_time_to_train.models.sam2_fast_decoder import ImageContext, MultiPromptDecoder, supports
+from no_time_to_train.runtime import decoder_chunk
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Sam2PointGridProposer(nn.Module):
 
     ``point_batch_size`` prompts go through the prompt encoder together (the reference's
     ``testing_point_bs``); the fast decoder then works on ``decoder_chunk`` prompts at a time and
-    upscales ``upscale_chunk`` at a time (None: 4 and 1 on CPU, where the tensors then mostly stay
-    in cache; 64 and 64 on GPU). Results do not depend on any of them. Each stage runs under a ``torch.profiler.record_function`` label
+    upscales ``upscale_chunk`` at a time (None: ``runtime.decoder_chunk`` prompts per pass, and
+    upscaling one at a time on CPU, where its tensors then stay in cache; 64 and 64 on GPU). Results do not depend on any of them. Each stage runs under a ``torch.profiler.record_function`` label
     (``ntt::sam2_encoder``, ``ntt::decoder_transformer``, ``ntt::iou_filter``, ``ntt::upscaling``),
     which ``scripts/benchmark.py`` reads; outside a profiler they cost nothing measurable.
     """
@@ -190,7 +191,7 @@ class Sam2PointGridProposer(nn.Module):
         """
         dec = MultiPromptDecoder(self.sam2.sam_mask_decoder)
         cpu = sparse.device.type == "cpu"
-        chunk = self.decoder_chunk or (4 if cpu else 64)
+        chunk = decoder_chunk(sparse.device, self.decoder_chunk)
         h, w = ctx.size
         logits, ious, kept_all = [], [], []
         for i in range(0, sparse.shape[0], chunk):

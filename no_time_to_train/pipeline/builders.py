@@ -52,4 +52,5 @@ def build_proposer(cfg: ModelCfg, sam2: nn.Module | None = None) -> nn.Module:
         inf.testing_point_bs,
         inf.iou_thr,
         add_no_mem_embed=inf.add_no_mem_embed,
+        decoder_chunk=cfg.compute_cfgs.decoder_chunk,
     )

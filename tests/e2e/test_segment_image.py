@@ -70,3 +70,15 @@ def test_segment_image_command(tmp_path, synth, tiny_ckpts):
     out2 = tmp_path / "out2"
     assert main(["--memory", str(mem), "--images", target, "--out", str(out2), *common]) == 0
     assert json.loads((out2 / f"{stem}.json").read_text()) == result
+
+
+def test_images_accept_folders_and_globs(tmp_path):
+    from no_time_to_train.cli.segment_image import expand_images
+
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    assert expand_images([str(tmp_path)]) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+    assert expand_images([str(tmp_path / "*.png"), str(tmp_path / "b.png")]) == [str(tmp_path / "b.png")]
+    with pytest.raises(DatasetError, match=r"--images .*sub: no image there"):
+        expand_images([str(tmp_path / "sub")])
