@@ -37,6 +37,7 @@ from no_time_to_train.pipeline.builders import (
     encoder_feat_dim,
 )
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
+from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, usable_cpus
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -88,6 +89,8 @@ class FewShotSegmenter:
         self.class_names = list(class_names)
         self.context_ratio = context_ratio  # crop context around each reference, as fill_memory
         self.cfg = model_cfg or ModelCfg()
+        if self.cfg.compute_cfgs.num_threads:
+            configure_cpu_threads(self.cfg.compute_cfgs.num_threads)
         for warning in validate_config(self.cfg):
             print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
@@ -302,7 +305,13 @@ class FewShotSegmenter:
         pil = as_pil_rgb(image)
         size = getattr(self.proposer, "image_size", 1024)
         x, ori = square_tensor(pil, size)
-        det = self.segmenter.predict(x[None].to(self.device), ori)
+        threads = torch.get_num_threads()
+        try:
+            if self.device.type == "cpu" and not self.cfg.compute_cfgs.num_threads:
+                adapt_cpu_threads(usable_cpus())  # the caller's thread setting is restored below
+            det = self.segmenter.predict(x[None].to(self.device), ori)
+        finally:
+            torch.set_num_threads(threads)
         keep = det.scores > score_thr
         # Scores are sorted: the kept ones are a prefix, and a slice shares the masks' memory.
         n = int(keep.sum())

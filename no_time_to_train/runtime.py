@@ -36,6 +36,35 @@ def configure_cpu_threads(requested: int | None = None, local_processes: int = 1
     return n
 
 
+def competing_tasks() -> int:
+    """Tasks of other processes running right now (``procs_running`` of ``/proc/stat`` less this
+    process's running threads); 0 where ``/proc`` is not available."""
+    try:
+        with open("/proc/stat") as f:
+            running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:
+                continue
+        return max(0, running - max(own, 1))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def adapt_cpu_threads(share: int) -> int:
+    """Threads for the next image: at most ``share`` (this process's fair share), and no more than
+    the CPUs other processes leave free right now. A thread that the scheduler takes away stalls
+    every parallel operation of the others (thousands per image), so a busy machine is better
+    served by fewer threads. Results do not depend on the number of threads."""
+    n = max(1, min(share, usable_cpus() - competing_tasks()))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def one_thread_worker(worker_id: int) -> None:
     """``worker_init_fn`` of the DataLoaders: decoding workers use one thread each."""
     torch.set_num_threads(1)

@@ -36,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:
@@ -53,7 +53,7 @@ from no_time_to_train.models import matching  # noqa: E402
 from no_time_to_train.models.memory_bank import MemoryBank  # noqa: E402
 from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer  # noqa: E402
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter  # noqa: E402
-from no_time_to_train.runtime import configure_cpu_threads, decoder_chunk  # noqa: E402
+from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, decoder_chunk  # noqa: E402
 from no_time_to_train.testing import straightforward_score_proposals  # noqa: E402
 
 STAGES = (
@@ -69,29 +69,46 @@ CLASSES = ("person", "car", "dog")
 
 
 class StageTimes:
-    """Seconds per stage, read from the ``ntt::<stage>`` ``record_function`` labels that the
-    pipeline's code carries: ``with StageTimes(device) as t: ...`` then ``t.seconds``.
+    """Seconds per stage, from the ``ntt::<stage>`` ``record_function`` labels that the pipeline's
+    code carries: ``with StageTimes(device) as t: ...`` then ``t.seconds``.
 
-    A label's time is its CPU-side duration; on CUDA the run synchronises at each image's end, so
-    stage times there are the time to launch the work, not the device time.
+    For the duration of the ``with``, the modules' ``record_function`` is replaced by a timer with
+    the same labels (a profiler would add its own overhead and messages); on CUDA the timer
+    synchronises before reading the clock, so asynchronous kernels are charged to their stage.
     """
 
-    def __init__(self, device: torch.device):
-        from torch.profiler import ProfilerActivity, profile
+    MODULES = ("no_time_to_train.models.sam2_proposer", "no_time_to_train.pipeline.segmenter",
+               "no_time_to_train.testing", __name__)  # fmt: skip
 
+    def __init__(self, device: torch.device):
         self.device = device
-        self.profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
         self.seconds: dict[str, float] = defaultdict(float)
+        self._saved: dict = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def _label(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name.removeprefix("ntt::")] += time.perf_counter() - start
 
     def __enter__(self) -> StageTimes:
-        self.profiler.__enter__()
+        for name in self.MODULES:
+            module = sys.modules[name]
+            self._saved[name] = module.record_function
+            module.record_function = self._label
         return self
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
-        self.profiler.__exit__(*exc)
-        for evt in self.profiler.key_averages():
-            if evt.key.startswith("ntt::"):
-                self.seconds[evt.key[len("ntt::") :]] += evt.cpu_time_total / 1e6
+        for name, fn in self._saved.items():
+            sys.modules[name].record_function = fn
 
 
 def _cpu_seconds() -> float:
@@ -271,6 +288,7 @@ def run_path(
     seg: ReferenceSegmenter,
     device: torch.device,
     naive: bool,
+    adapt_threads: bool = True,
 ) -> dict:
     """Times the pipeline on every image; returns seconds per stage (summed), outputs, counts."""
     from no_time_to_train.data.images import load_square
@@ -279,10 +297,13 @@ def run_path(
     timer = StageTimes(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    outputs, wall, decode, counts = [], 0.0, 0.0, defaultdict(int)
+    outputs, wall, decode, counts, threads_used = [], 0.0, 0.0, defaultdict(int), []
     cpu_start = _cpu_seconds()
     timer.__enter__()
+    share = torch.get_num_threads()
     for image in images:
+        if device.type == "cpu" and adapt_threads:
+            threads_used.append(adapt_cpu_threads(share))
         t0 = time.perf_counter()
         x, ori = load_square(image["path"], proposer.image_size)
         x = x[None].to(device)
@@ -319,6 +340,7 @@ def run_path(
         "counts": dict(counts),
         "outputs": outputs,
         "peak_rss_mb": peak_rss_mb(),
+        "threads_per_image": threads_used,
         # CPU time of this process / (wall time x threads): well below 1 when other processes share the cores
         "cpu_utilisation": cpu / ((wall + decode) * torch.get_num_threads()),
     }
@@ -521,6 +543,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--decoder-chunk", type=int, default=None, help="prompts per pass of our decoder (default: auto)"
     )
+    p.add_argument(
+        "--upscale-chunk", type=int, default=None, help="kept prompts upscaled together (default: auto)"
+    )
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the usable CPUs, as the CLI chooses)")  # fmt: skip
     p.add_argument("--load", type=int, default=0, metavar="K",
@@ -545,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
+    adapt = args.threads is None  # --threads fixes the count; otherwise it follows the free CPUs
     if device.type == "cpu":
         configure_cpu_threads(args.threads)
     elif args.threads:
@@ -570,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 cfg.iou_thr,
                 fast=fast,
                 decoder_chunk=args.decoder_chunk,
+                upscale_chunk=args.upscale_chunk,
             ).to(device)
             compute = ComputeCfg(pooling="separable" if fast else "dense")
             return proposer, ReferenceSegmenter(bank, encoder=encoder, proposer=proposer, infer_cfg=cfg,
@@ -580,21 +607,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for is_fast in paths:
                 proposer, seg = pipeline(is_fast)
                 proposer.points_per_side = 2
-                run_path("warm-up", images[:1], proposer, seg, device, naive=not is_fast)
+                run_path("warm-up", images[:1], proposer, seg, device, naive=not is_fast, adapt_threads=adapt)
         load_before = os.getloadavg()
-        fast = run_path("ours", images, *pipeline(True), device, naive=False)
+        fast = run_path("ours", images, *pipeline(True), device, naive=False, adapt_threads=adapt)
         slow = None
         if args.compare and not args.load:
-            slow = run_path("straightforward", images, *pipeline(False), device, naive=True)
+            slow = run_path(
+                "straightforward", images, *pipeline(False), device, naive=True, adapt_threads=adapt
+            )
         load_after = os.getloadavg()
         loaded = loaded_slow = None
         if args.load:
             with BusyCompetitors(args.load):
-                loaded = run_path("ours, loaded", images, *pipeline(True), device, naive=False)
+                loaded = run_path(
+                    "ours, loaded", images, *pipeline(True), device, naive=False, adapt_threads=adapt
+                )
                 if args.compare:
                     loaded_slow = run_path(
-                        "straightforward, loaded", images, *pipeline(False), device, naive=True
+                        "straightforward, loaded",
+                        images,
+                        *pipeline(False),
+                        device,
+                        naive=True,
+                        adapt_threads=adapt,
                     )
+            if device.type == "cpu":
+                configure_cpu_threads(args.threads)  # back to the quiet share for the report
 
     macs = decoder_macs(sam2.sam_mask_decoder, int(sam2.sam_prompt_encoder.image_embedding_size[0]) ** 2)
     summary = summarise(fast, args.images, macs)
@@ -604,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     result["decoder_gflop"] = {k: 2 * v / 1e9 for k, v in macs.items()}
     result["load_average"] = {"before": load_before[0], "after": load_after[0], "cpus": os.cpu_count()}
-    result["threads"] = torch.get_num_threads()
+    result["threads"] = fast["threads_per_image"] or [torch.get_num_threads()]
     result["decoder_chunk"] = decoder_chunk(device, args.decoder_chunk)
     if slow is not None:
         result["straightforward"] = summarise(slow, args.images)
@@ -613,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(report(args, device, summary, result.get("straightforward"), macs, result["load_average"]))
     if loaded is not None:
         result["loaded"] = summarise(loaded, args.images, macs)
+        result["loaded_threads"] = loaded["threads_per_image"] or [torch.get_num_threads()]
         if loaded_slow is not None:
             result["straightforward_loaded"] = summarise(loaded_slow, args.images)
             result["straightforward_loaded"]["compare"] = compare_outputs(loaded, loaded_slow)
@@ -658,8 +697,9 @@ def load_report(args: argparse.Namespace, result: dict) -> str:
     quiet, loaded = result["ours"], result["loaded"]
     lines = [
         "",
-        f"Under load: {args.load} busy competitor process(es) on {os.cpu_count()} CPUs; "
-        f"{result['threads']} torch thread(s), decoder chunk {result['decoder_chunk']}",
+        f"Under load: {args.load} busy competitor process(es) on {os.cpu_count()} CPUs; torch threads "
+        f"{result['threads']} quiet, {result['loaded_threads']} loaded"
+        f"{' (following the free CPUs)' if args.threads is None else ''}; decoder chunk {result['decoder_chunk']}",
         f"{'':34} {'quiet s/image':>14} {'loaded s/image':>15} {'loaded/quiet':>13}",
         f"{'this implementation':34} {quiet['total_per_image']:14.2f} {loaded['total_per_image']:15.2f} "
         f"{loaded['total_per_image'] / quiet['total_per_image']:13.2f}",

@@ -28,7 +28,7 @@ from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
 from no_time_to_train.pipeline.builders import build_encoder, build_proposer, encoder_feat_dim
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
-from no_time_to_train.runtime import configure_cpu_threads, one_thread_worker, usable_cpus
+from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, one_thread_worker, usable_cpus
 
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
 
@@ -179,10 +179,13 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         """Each CPU process of the run gets its share of the cores (torch would give every one of
         them all the cores, and the processes would then wait for each other's threads)."""
         trainer = self._trainer
+        self._cpu_share = None
         if trainer is not None and trainer.strategy.root_device.type != "cpu":
             return
         processes = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
         n = configure_cpu_threads(self.model_cfg.compute_cfgs.num_threads, processes)
+        # Without a fixed num_threads, each step uses what other processes leave free of this share.
+        self._cpu_share = None if self.model_cfg.compute_cfgs.num_threads else n
         if self.global_rank == 0 and self.test_mode != "postprocess_memory":
             print(f"CPU: {n} thread(s) per process ({usable_cpus()} usable CPUs, {processes} process(es)).")
 
@@ -229,6 +232,8 @@ class Sam2MatcherLightningModel(pl.LightningModule):
 
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
         item = batch[0]
+        if getattr(self, "_cpu_share", None):
+            adapt_cpu_threads(self._cpu_share)
         if self.test_mode == "fill_memory":
             entry = references.encode_crop(self.segmenter, item["image"], item["mask"], item["class_idx"])
             self._outputs.append((item["index"], (entry, item["slot"])))
