@@ -78,12 +78,12 @@ class StageTimes:
     """
 
     MODULES = ("no_time_to_train.models.sam2_proposer", "no_time_to_train.pipeline.segmenter",
-               "no_time_to_train.testing", __name__)  # fmt: skip
+               "no_time_to_train.testing")  # fmt: skip
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = defaultdict(float)
-        self._saved: dict = {}
+        self._saved: list = []
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -100,15 +100,16 @@ class StageTimes:
             self.seconds[name.removeprefix("ntt::")] += time.perf_counter() - start
 
     def __enter__(self) -> StageTimes:
-        for name in self.MODULES:
-            module = sys.modules[name]
-            self._saved[name] = module.record_function
-            module.record_function = self._label
+        # The pipeline's modules, and this script (its straightforward path has labels too).
+        spaces = [vars(sys.modules[name]) for name in self.MODULES] + [globals()]
+        self._saved = [(space, space["record_function"]) for space in spaces]
+        for space in spaces:
+            space["record_function"] = self._label
         return self
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
-        for name, fn in self._saved.items():
-            sys.modules[name].record_function = fn
+        for space, fn in self._saved:
+            space["record_function"] = fn
 
 
 def _cpu_seconds() -> float:

@@ -33,3 +33,32 @@ def test_configure_and_worker_init_set_torch_threads():
 @pytest.mark.parametrize("device,requested,expected", [("cpu", None, 32), ("cuda", None, 64), ("cpu", 7, 7)])
 def test_decoder_chunk(device, requested, expected):
     assert runtime.decoder_chunk(torch.device(device), requested) == expected
+
+
+def test_threads_follow_the_cpus_other_processes_leave_free(monkeypatch):
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(runtime, "competing_tasks", lambda: 0)
+        assert runtime.adapt_cpu_threads(4) == 4 and torch.get_num_threads() == 4
+        monkeypatch.setattr(runtime, "competing_tasks", lambda: 3)
+        assert runtime.adapt_cpu_threads(4) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(runtime, "competing_tasks", lambda: 1)
+        assert runtime.adapt_cpu_threads(2) == 2  # never more than the process's share
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_competing_tasks_sees_a_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        seen = max(runtime.competing_tasks() for _ in range(20))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert seen >= 1
