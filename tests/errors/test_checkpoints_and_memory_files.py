@@ -1,9 +1,5 @@
-"""Bad inputs (method-spec §10 "Failure modes" / "Fragile CLI"), one test per case: checkpoints, SAM2 configs and memory files.
-
-A user error stops the CLI with exit code 2 and one paragraph on stderr that names the file or flag
-and the fix, never a traceback. Cases that have a right answer must give it, with no NaN anywhere.
-Almost every case drives the CLI in-process with the colour-oracle networks (``tests.oracle``).
-"""
+"""Bad inputs, one test per case: checkpoints, SAM2 configs and memory files
+(conventions: ``tests/errors/__init__.py``)."""
 
 from __future__ import annotations
 
