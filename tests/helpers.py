@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from no_time_to_train.data.reference_sets import load_reference_pkl
+
 from .conftest import FEWSHOT_CFG, dataset_overrides, run_cli, write_yaml
 
 ORACLE = "tests.oracle.OracleMatcherModel"
@@ -70,8 +72,7 @@ def write_json(path: Path, data: dict) -> str:
 
 
 def one_shot_pkl(synth: dict, path: Path) -> str:
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
+    refs = load_reference_pkl(synth["reference_pkl"])
     path.write_bytes(pickle.dumps({c: v[:1] for c, v in refs.items()}))
     return str(path)
 

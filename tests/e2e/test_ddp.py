@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+from no_time_to_train.data.reference_sets import load_reference_pkl
+
 from ..conftest import FEWSHOT_CFG, REPO, dataset_overrides, write_yaml
 
 
@@ -32,8 +34,7 @@ def _run(args: list[str], cwd) -> None:
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one(tmp_path, synth):
     # 1 shot per class (3 references) and 5 target images.
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
+    refs = load_reference_pkl(synth["reference_pkl"])
     pkl = tmp_path / "refs_1shot.pkl"
     pkl.write_bytes(pickle.dumps({c: v[:1] for c, v in refs.items()}))
     val = json.loads(open(synth["val_json"]).read())

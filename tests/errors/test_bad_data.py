@@ -14,6 +14,7 @@ from PIL import Image
 
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
 from no_time_to_train.data.images import load_rgb
+from no_time_to_train.data.reference_sets import load_reference_pkl
 from no_time_to_train.errors import DatasetError
 from no_time_to_train.models.matching import class_prototypes
 from no_time_to_train.pipeline.references import crop_window
@@ -70,8 +71,7 @@ def test_length_disagrees_with_the_reference_pickle(in_tmp, synth, capsys):
 
 
 def test_class_without_reference(in_tmp, synth, capsys):
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
+    refs = load_reference_pkl(synth["reference_pkl"])
     refs.pop(synth["category_ids"][1])
     pkl = in_tmp / "refs.pkl"
     pkl.write_bytes(pickle.dumps(refs))
@@ -83,8 +83,7 @@ def test_class_without_reference(in_tmp, synth, capsys):
 
 
 def _reference_anns(synth: dict) -> tuple[dict, list[int]]:
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
+    refs = load_reference_pkl(synth["reference_pkl"])
     data = json.loads(Path(synth["train_json"]).read_text())
     cat = synth["category_ids"][1]
     return data, [e["ann_ids"][0] for e in refs[cat]]
@@ -272,8 +271,7 @@ def test_unusual_and_tiny_target_images_end_to_end(in_tmp, bank, synth):
 def test_unusual_and_tiny_reference_images(tmp_path, synth):
     root, data = _odd_split(tmp_path, synth, "train")
     js = write_json(tmp_path / "train.json", data)
-    with open(synth["reference_pkl"], "rb") as f:
-        refs = pickle.load(f)
+    refs = load_reference_pkl(synth["reference_pkl"])
     refs[synth["category_ids"][0]][0] = {"img_id": 10**6, "ann_ids": [10**6]}
     pkl = tmp_path / "refs.pkl"
     pkl.write_bytes(pickle.dumps(refs))

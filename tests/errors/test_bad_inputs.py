@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from no_time_to_train.data.datasets import COCORefTestDataset
+from no_time_to_train.data.reference_sets import load_reference_pkl
 from no_time_to_train.io_utils import atomic_save_json
 from no_time_to_train.output.exports import export_prediction
 
@@ -168,8 +168,9 @@ def test_user_errors_in_ddp_processes(tmp_path, synth):
 
     # An error on rank 1 only (its second reference image is corrupt): rank 1 says why, rank 0
     # (waiting for it in the gather) says that it lost its peer, and neither prints a traceback.
-    with open(synth["reference_pkl"], "rb") as f:
-        img_id = pickle.load(f)[synth["category_ids"][0]][1]["img_id"]  # dataset index 1 -> rank 1
+    img_id = load_reference_pkl(synth["reference_pkl"])[synth["category_ids"][0]][1][
+        "img_id"
+    ]  # dataset index 1 -> rank 1
     data = json.loads(Path(synth["train_json"]).read_text())
     name = next(i["file_name"] for i in data["images"] if i["id"] == img_id)
     root = tmp_path / "train"
