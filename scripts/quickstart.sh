@@ -51,6 +51,7 @@ python run_lightening.py test "${COMMON[@]}" --model.test_mode fill_memory --out
   --model.init_args.dataset_cfgs.fill_memory.root "$DATA/train2017" \
   --model.init_args.dataset_cfgs.fill_memory.json_file "$DATA/annotations/instances_train2017.json" \
   --model.init_args.dataset_cfgs.fill_memory.memory_pkl "$DATA/annotations/references_2shot.pkl" \
+  --model.init_args.dataset_cfgs.fill_memory.memory_length 2 \
   --model.init_args.dataset_cfgs.fill_memory.cat_names "$CLASSES"
 
 python run_lightening.py test "${COMMON[@]}" --model.test_mode postprocess_memory \
