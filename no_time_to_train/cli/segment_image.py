@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from no_time_to_train.api import FewShotSegmenter, Prediction
 from no_time_to_train.data.coco import image_file_name, load_coco
@@ -177,18 +178,22 @@ def run(args: argparse.Namespace) -> list[str]:
     )  # fmt: skip
     if args.memory:
         seg.load_memory(args.memory)
-    for name, path, masks, boxes in refs:
+    images = expand_images(args.images)
+    if seg.device.type == "cpu" and args.points_per_side > 16:
+        print(f"Note: on CPU each image takes about a minute with {args.points_per_side}x{args.points_per_side} "
+              "prompts; --points-per-side 16 is about 4x faster (it may miss small objects).")  # fmt: skip
+    for name, path, masks, boxes in tqdm(refs, desc="references", unit="image", disable=not refs):
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
     if args.save_memory:
         seg.save_memory(args.save_memory)
         print(f"Memory written to {args.save_memory} (reuse it with --memory {args.save_memory}).")
     written = []
-    for path in expand_images(args.images):
+    for path in tqdm(images, desc="targets", unit="image"):
         image = as_pil_rgb(path)
         pred = seg.predict(image, score_thr=args.score_thr)
         stem = Path(path).stem
         written += write_outputs(pred, image, args.out, stem, args.save_masks, os.path.basename(path))
-        print(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
+        tqdm.write(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
     return written
 
 

@@ -42,7 +42,7 @@ def test_reference_folder_reads_instances_by_mask_value(tmp_path):
         read_reference_folder(str(tmp_path / "refs"))
 
 
-def test_segment_image_command(tmp_path, synth, tiny_ckpts):
+def test_segment_image_command(tmp_path, synth, tiny_ckpts, capsys):
     refs = _reference_folder(tmp_path, synth)
     val = COCO(synth["val_json"])
     info = val.imgs[sorted(val.getImgIds())[0]]
@@ -55,6 +55,9 @@ def test_segment_image_command(tmp_path, synth, tiny_ckpts):
     assert (
         main(["--refs", refs, "--images", target, "--out", str(out), "--save-memory", str(mem), *common]) == 0
     )
+    printed = capsys.readouterr()
+    assert f"Memory written to {mem}" in printed.out
+    assert "references: 100%" in printed.err and "targets: 100%" in printed.err  # progress bars
     stem = info["file_name"].rsplit(".", 1)[0]
     result = json.loads((out / f"{stem}.json").read_text())
     assert (result["height"], result["width"]) == (info["height"], info["width"])
