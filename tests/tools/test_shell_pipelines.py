@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from no_time_to_train.data.reference_sets import load_reference_pkl
 from no_time_to_train.data.synthetic import generate_coco_dataset
 
 from ..conftest import REPO, write_yaml
@@ -78,9 +79,8 @@ def test_cdfsod_pipeline_end_to_end(tmp_path, tiny_ckpts):
         assert segm["images"] == raw["images"] and len(segm["annotations"]) == len(raw["annotations"])
         assert all(a["segmentation"] and a["area"] > 0 for a in segm["annotations"])
     assert list((ann / "1_shot_with_SAM_segm").glob("*_segm.png"))  # references are visualised
-    import pickle
 
-    refs = pickle.loads((ann / "1_shot_with_segm.pkl").read_bytes())
+    refs = load_reference_pkl(ann / "1_shot_with_segm.pkl")
     assert sorted(refs) == [1, 2] and all(len(v) == 1 for v in refs.values())
     ckpts = work / "tmp_ckpts" / "cd_fsod" / "matching"
     assert (ckpts / "UODD_1_refs_memory.pth").is_file()
