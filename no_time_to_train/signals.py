@@ -34,10 +34,10 @@ def exit_status() -> int | None:
     return 128 + _received[0] if _received else None
 
 
-def install(trainer: Any = None) -> None:
+def install(trainer: Any = None) -> dict:
     """Handle SIGTERM / SIGINT in this process (main thread only). With a ``trainer`` whose
     launcher started the other processes of a multi-process run, forward the signal to them
-    first, so that none is left behind waiting in a collective."""
+    first, so that none is left behind waiting in a collective. Returns the replaced handlers."""
 
     owner = os.getpid()  # forked DataLoader workers inherit the handler; only the owner forwards
 
@@ -50,7 +50,15 @@ def install(trainer: Any = None) -> None:
         if first:
             raise Interrupted(signum)
 
+    previous = {sig: signal.getsignal(sig) for sig in HANDLED}
     for sig in HANDLED:
+        signal.signal(sig, handler)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers ``install`` replaced (for callers that run the CLI in-process)."""
+    for sig, handler in previous.items():
         signal.signal(sig, handler)
 
 

@@ -221,7 +221,7 @@ def _quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_lightning()
-    signals.install()
+    previous = signals.install()
     try:
         return NoTimeToTrainCLI(args=argv)
     except (KeyboardInterrupt, SystemExit) as e:
@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
                   "this one cannot go on without it.", file=sys.stderr)  # fmt: skip
             raise SystemExit(1) from None
         raise
+    finally:
+        signals.restore(previous)
 
 
 def _peer_process_lost(exc: BaseException) -> bool:
