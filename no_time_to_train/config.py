@@ -50,8 +50,8 @@ class Sam2InferCfg:
 
 @dataclass
 class ComputeCfg:
-    """How the same numbers are computed (this project's keys, not the reference's):
-    ``--model.init_args.model_cfg.compute_cfgs.*``."""
+    """How the same numbers are computed (``--model.init_args.model_cfg.compute_cfgs.*``; this
+    project's keys, not the reference's)."""
 
     pooling: Literal["separable", "dense"] = "separable"
     """Mask-feature pooling: 'separable' (same numbers, far fewer FLOPs) or 'dense' (reference)."""
@@ -68,6 +68,8 @@ class ComputeCfg:
 
 @dataclass
 class EncoderCfg:
+    """The feature encoder of reference crops and target images."""
+
     name: str = "dinov2_large"
     """dinov2_{small,base,large,giant} or the same with _reg (4 register tokens)."""
     img_size: int = 518
@@ -79,6 +81,8 @@ class EncoderCfg:
 
 @dataclass
 class MemoryBankCfg:
+    """The per-class memory bank's size."""
+
     enable: bool = True
     """Accepted for the reference's configs and ignored: the memory bank is the method."""
     category_num: int = 20
@@ -105,12 +109,18 @@ class TestVisCfg:
 
 @dataclass
 class ModelCfg:
+    """The method and its networks (``--model.init_args.model_cfg.*``)."""
+
     name: str = "matching_baseline_noAMG"
+    """The method; only the paper's matching_baseline_noAMG."""
     sam2_cfg_file: str = "sam2_hiera_l.yaml"
+    """SAM2 architecture (sam2_hiera_{t,s,b+,l}.yaml or sam2.1_hiera_*.yaml); must match the checkpoint."""
     sam2_ckpt_path: str | None = "./checkpoints/sam2_hiera_large.pt"
+    """SAM2 checkpoint (an official .pt file; see checkpoints/README.md)."""
     sam2_infer_cfgs: Sam2InferCfg = field(default_factory=Sam2InferCfg)
     encoder_cfg: EncoderCfg = field(default_factory=EncoderCfg)
     encoder_ckpt_path: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
+    """Encoder checkpoint (an official .pth file of encoder_cfg.name)."""
     memory_bank_cfg: MemoryBankCfg = field(default_factory=MemoryBankCfg)
     dataset_name: str = "coco"
     """Names the output folders of visualisations (results_analysis/<dataset_name>/)."""
@@ -127,16 +137,22 @@ class ModelCfg:
 
 @dataclass
 class FillMemoryDatasetCfg:
+    """The reference set that fill_memory encodes."""
+
     name: str = "coco"
     root: str = "./data/coco/train2017"
+    """Folder of the reference images."""
     json_file: str = "./data/coco/annotations/instances_train2017.json"
+    """COCO instances json of the reference images."""
     memory_pkl: str = "./data/coco/annotations_refsam2/memory/train2017_allClasses_length10_v1.pkl"
+    """The sampled reference set (few_shot_sampling.py's .pkl or .json)."""
     image_size: int = 518
     """Reference crop size; must equal ``model_cfg.encoder_cfg.img_size``."""
     memory_length: int = 10
     """Accepted for the reference's configs and ignored: the shots per class are
     ``model_cfg.memory_bank_cfg.length``."""
     context_ratio: float = 0.2
+    """Context around a reference box: the crop is a square of side ``max(w, h) * (1 + context_ratio)``."""
     norm_img: bool = False
     class_split: str | None = None
     cat_names: list[str] | str | None = None
@@ -148,9 +164,13 @@ class FillMemoryDatasetCfg:
 
 @dataclass
 class TestDatasetCfg:
+    """The target images that test segments and evaluates."""
+
     name: str = "coco"
     root: str = "./data/coco/val2017"
+    """Folder of the target images."""
     json_file: str = "./data/coco/annotations/instances_val2017.json"
+    """COCO instances json of the target images (ground truth for the AP)."""
     image_size: int = 1024
     """Target images are squashed to this size for SAM2, whose input is 1024 x 1024."""
     norm_img: bool = False
@@ -165,13 +185,18 @@ class TestDatasetCfg:
 
 @dataclass
 class DatasetCfgs:
+    """Data of each mode (``--model.init_args.dataset_cfgs.*``)."""
+
     fill_memory: FillMemoryDatasetCfg = field(default_factory=FillMemoryDatasetCfg)
     test: TestDatasetCfg = field(default_factory=TestDatasetCfg)
 
 
 @dataclass
 class DataLoadCfgs:
+    """Data loading."""
+
     workers: int = 4
+    """DataLoader worker processes per device (0 loads in the main process)."""
 
 
 # Keys of the reference's configs that this project accepts and ignores: (path, default, why).

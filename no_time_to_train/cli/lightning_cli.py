@@ -17,6 +17,7 @@ from typing import Any
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from no_time_to_train import signals
+from no_time_to_train.cli.lightning_module import Sam2MatcherLightningModel
 from no_time_to_train.cli.parse_errors import condense
 from no_time_to_train.compat import CheckpointWithoutHyperparameters
 from no_time_to_train.errors import UserInputError
@@ -24,6 +25,36 @@ from no_time_to_train.io_utils import atomic_save_json, check_output_path
 from no_time_to_train.pipeline import memory_io
 
 MEMORY_MODES = ("fill_memory", "postprocess_memory")
+
+TEST_DESCRIPTION = """\
+Runs one step of the method, chosen by --model.test_mode: fill_memory (encode the reference set
+into a memory file, --out_path), postprocess_memory (class statistics, --ckpt_path IN --out_path
+OUT), vis_memory (pictures of the bank) or test (segment the test images and report COCO AP).
+The model keys (--model.KEY or --model.init_args.KEY; usually set in --config) are listed first,
+then Lightning's trainer options."""
+
+
+def _read_attribute_docstrings() -> None:
+    """Show each config key's docstring in ``--help`` (jsonargparse reads them only when asked)."""
+    import jsonargparse
+
+    if hasattr(jsonargparse, "set_parsing_settings"):
+        jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    else:  # jsonargparse < 4.32
+        jsonargparse.set_docstring_parse_options(attribute_docstrings=True)
+
+
+def model_help() -> str:
+    """The option list of the model's keys (what ``--model.help Sam2MatcherLightningModel``
+    prints), without its usage block."""
+    parser = LightningArgumentParser(prog="run_lightening.py test", description="", exit_on_error=False)
+    parser.add_class_arguments(Sam2MatcherLightningModel, "model", fail_untyped=False)
+    text = parser.format_help()
+    start = text.find("\n\n", text.find("usage:"))
+    body = text[start:].strip("\n")
+    # The parser's own -h/--help/--config lines belong to that side parser, not to `test`.
+    groups = [g for g in body.split("\n\n") if not g.lstrip().startswith("options:")]
+    return "\n\n".join(groups)
 
 
 class ShortErrorParser(LightningArgumentParser):
@@ -35,12 +66,39 @@ class ShortErrorParser(LightningArgumentParser):
         print(f"error: {condense(message)}", file=sys.stderr)
         raise SystemExit(2)
 
+    def format_help(self) -> str:
+        """The ``test`` subcommand's help lists the model keys before the trainer's options: in
+        subclass mode jsonargparse shows them only under ``--model.help CLASS``."""
+        text = super().format_help()
+        if "--model" not in self._option_string_actions or "--model.help" not in self._option_string_actions:
+            return text
+        marker = "\noptions:"
+        at = text.find(marker)
+        if at < 0:
+            return text + "\n" + model_help() + "\n"
+        return text[:at] + "\nModel keys (" + "--model.help Sam2MatcherLightningModel prints only these):\n\n" + (
+            model_help() + "\n" + text[at:]
+        )
+
 
 class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", ShortErrorParser)
+        # The method trains nothing: no optimizer or scheduler options, only the `test` subcommand.
+        kwargs.setdefault("auto_configure_optimizers", False)
+        # Sam2MatcherLightningModel as the base class: `--model Sam2MatcherLightningModel` and
+        # `--model.help Sam2MatcherLightningModel` resolve the short name; configs naming the full
+        # class path (as the reference's do) parse as before.
+        if not args:
+            kwargs.setdefault("model_class", Sam2MatcherLightningModel)
+            kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("parser_kwargs", {"test": {"description": TEST_DESCRIPTION}})
         super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"test": {"model", "dataloaders", "datamodule"}}
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
         parser.add_argument(
@@ -221,6 +279,7 @@ def _quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_lightning()
+    _read_attribute_docstrings()
     previous = signals.install()
     try:
         return NoTimeToTrainCLI(args=argv)

@@ -73,9 +73,20 @@ def _bad_type(message: str) -> str | None:
     return f"{flag} {m.group(4)}: expected a {m.group(3)}."
 
 
+def _other_subcommand(message: str) -> str | None:
+    m = re.search(r"argument subcommand: invalid choice: '([^']*)'", message)
+    if not m:
+        return None
+    return (
+        f"`{m.group(1)}` is not a subcommand here: the method trains nothing, so `test` is the only one "
+        "(it runs every step, chosen by --model.test_mode fill_memory | postprocess_memory | vis_memory | test). "
+        "Run `python run_lightening.py test --help` for the options."
+    )
+
+
 def condense(message: str) -> str:
     """One short paragraph for a jsonargparse error ``message``."""
-    for rule in (_unknown_key, _bad_choice, _bad_type):
+    for rule in (_other_subcommand, _unknown_key, _bad_choice, _bad_type):
         text = rule(message)
         if text:
             return text
