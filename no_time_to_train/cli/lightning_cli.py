@@ -76,9 +76,8 @@ class ShortErrorParser(LightningArgumentParser):
         at = text.find(marker)
         if at < 0:
             return text + "\n" + model_help() + "\n"
-        return text[:at] + "\nModel keys (" + "--model.help Sam2MatcherLightningModel prints only these):\n\n" + (
-            model_help() + "\n" + text[at:]
-        )
+        header = "\nModel keys (--model.help Sam2MatcherLightningModel prints only these):\n\n"
+        return text[:at] + header + model_help() + "\n" + text[at:]
 
 
 class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
