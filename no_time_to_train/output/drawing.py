@@ -8,6 +8,7 @@ overlays, the box-to-mask previews and the sampling previews.
 from __future__ import annotations
 
 import colorsys
+import math
 import os
 from collections.abc import Sequence
 
@@ -110,9 +111,7 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Sequence[int
     inside the image when it would leave it). Hershey font, height about 2 % of the image width."""
     h, w = image.shape[:2]
     font = cv2.FONT_HERSHEY_SIMPLEX
-    (_, base_h), _ = cv2.getTextSize("Hg", font, 1.0, 1)
-    scale = max(0.35, 0.02 * w / base_h)
-    thick = max(1, round(scale * 1.2))
+    scale, thick = _text_size(w)
     (tw, th), baseline = cv2.getTextSize(text, font, scale, thick)
     pad = max(1, round(th * 0.25))
     bw, bh = tw + 2 * pad, th + baseline + 2 * pad
@@ -120,6 +119,76 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: Sequence[int
     y0 = int(y - bh if y - bh >= 0 else min(y, max(h - bh, 0)))
     cv2.rectangle(image, (x0, y0), (x0 + bw - 1, y0 + bh - 1), tuple(int(c) for c in color), thickness=-1)
     cv2.putText(image, text, (x0 + pad, y0 + pad + th), font, scale, _text_color(color), thick, cv2.LINE_AA)
+
+
+def score_label(name: str, score: float) -> str:
+    """``"bird 0.53"``: the class name and the score (two decimals, rounded down so that a
+    label never shows a score above the true one, e.g. 0.999 -> 0.99)."""
+    return f"{name} {math.floor(score * 100 + 1e-6) / 100:.2f}"
+
+
+def _text_size(width: int) -> tuple[float, int]:
+    """Font scale and stroke of labels on an image ``width`` pixels wide (about 2 % of it high)."""
+    (_, base_h), _ = cv2.getTextSize("Hg", cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
+    scale = max(0.35, 0.02 * width / base_h)
+    return scale, max(1, round(scale * 1.2))
+
+
+def band_line_height(ref_width: int) -> int:
+    """Height of one row of a ``text_band`` whose text size follows ``ref_width``."""
+    scale, thick = _text_size(ref_width)
+    (_, th), baseline = cv2.getTextSize("Hg", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    return th + baseline + 2 * max(2, round(th * 0.4))
+
+
+def text_band(width: int, items: Sequence[tuple[int, str, Sequence[int] | None]], ref_width: int,
+              rows: int = 1) -> np.ndarray:  # fmt: skip
+    """A white band ``(rows * line height, width, 3)`` with texts: ``items`` are ``(x, text, swatch)``
+    (``swatch``: an RGB colour square drawn before the text, or None), laid out left to right from
+    ``x`` and wrapped to a new row when a row is full. Text size follows ``ref_width`` (a panel's
+    width) like the instance labels."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale, thick = _text_size(ref_width)
+    (_, th), baseline = cv2.getTextSize("Hg", font, scale, thick)
+    pad = max(2, round(th * 0.4))
+    line = band_line_height(ref_width)
+    placed: list[tuple[int, int, str, Sequence[int] | None]] = []
+    row, cursor = 0, None
+    for x, text, swatch in items:
+        (tw, _), _ = cv2.getTextSize(text, font, scale, thick)
+        need = tw + (th + pad if swatch is not None else 0)
+        start = x if cursor is None or x > cursor else cursor
+        if start + need > width and start > x:
+            row, start = row + 1, x
+        placed.append((row, start, text, swatch))
+        cursor = start + need + 3 * pad
+    band = np.full(((max(rows, row + 1)) * line, width, 3), 255, np.uint8)
+    for r, x0, text, swatch in placed:
+        top = r * line
+        if swatch is not None:
+            cv2.rectangle(band, (x0, top + pad), (x0 + th - 1, top + pad + th - 1), tuple(int(c) for c in swatch), -1)
+            x0 += th + pad
+        cv2.putText(band, text, (x0, top + pad + th), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return band
+
+
+def captioned(panels: Sequence[np.ndarray], gap: int, captions: Sequence[str],
+              legend: Sequence[tuple[str, Sequence[int]]] = ()) -> np.ndarray:  # fmt: skip
+    """Panels side by side (``hconcat``) with a caption band above each panel and, when ``legend``
+    (``(name, colour)`` pairs) is given, a legend band below the row.
+
+    Returns ``(caption h + H + legend h, sum of widths + gaps, 3)`` uint8; the panels themselves
+    are unchanged, at rows ``caption h : caption h + H``.
+    """
+    row = hconcat(panels, gap)
+    ref = panels[0].shape[1]
+    xs = np.cumsum([0] + [p.shape[1] + gap for p in panels[:-1]])
+    pad = max(2, ref // 200)
+    head = text_band(row.shape[1], [(int(x) + pad, c, None) for x, c in zip(xs, captions)], ref)
+    parts = [head, row]
+    if legend:
+        parts.append(text_band(row.shape[1], [(pad, name, color) for name, color in legend], ref))
+    return np.concatenate(parts, axis=0)
 
 
 def draw_instances(
@@ -140,7 +209,7 @@ def draw_instances(
             contours, thickness ``line_thickness(W)``) in its class colour.
         boxes: ``(N, 4)`` inclusive pixel XYXY; computed from the masks when None.
         labels: ``(N,)`` class indices (all 0 when None); pick the colour and the name.
-        scores: ``(N,)``; the label reads ``"name=NN"`` with NN = int(score * 100), or ``"name"``
+        scores: ``(N,)``; the label reads ``"name 0.53"`` (the score, two decimals), or ``"name"``
             without scores. Lower scores are drawn first, so higher ones end up on top.
         names: display name per class index (the index itself where missing).
         colors: RGB colour per class index (``class_color`` where missing).
@@ -176,6 +245,6 @@ def draw_instances(
             cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
         text = name_of(int(labels[i]))
         if scores is not None:
-            text = f"{text}={int(float(scores[i]) * 100)}"
+            text = score_label(text, float(scores[i]))
         draw_label(out, text, x1, y1, color)
     return out

@@ -7,7 +7,9 @@ environment variable ``NTT_RESULTS_DIR`` (or pass ``results_dir``) to write else
 - ``<root>/memory_vis/<dataset_name>/{classIndex}_{imageId}_{annId}.png``:
   [crop | 5 px | k-means colouring | 5 px | PCA colouring], each panel the crop size (518 x 518).
 - ``<root>/<dataset_name>/<file_name>``: [GT | 10 px | predictions above ``vis_thr``] at the original
-  resolution (``file_name`` may contain sub-folders; they are created).
+  resolution (``file_name`` may contain sub-folders; they are created), with a caption band above
+  ("ground truth", "predictions > 0.40" or "no detections > 0.40") and a legend of the classes
+  shown below.
 
 Images are RGB ``uint8`` arrays ``(H, W, 3)`` throughout; the drawing itself is ``output.drawing``.
 """
@@ -29,6 +31,8 @@ from no_time_to_train.errors import ConfigError, DatasetError
 from no_time_to_train.io_utils import safe_relative_parts
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.output.drawing import (
+    captioned,
+    class_color,
     class_colors,
     draw_instances,
     hconcat,
@@ -207,6 +211,8 @@ def visualize_prediction(
     Args:
         image: ``(H, W, 3)`` RGB at the original resolution. dets: its detections.
         gt: ``(masks, boxes, labels)`` of its ground truth (:func:`gt_instances`).
+    The picture is ``(caption h + H + legend h, 2 W + 10, 3)``: captions above the panels, the
+    panels at rows ``caption h : caption h + H``, a legend of the classes drawn below.
     Returns the written path (``out_path``, or with ``.png`` appended for an unknown extension).
     """
     size = image.shape[:2]
@@ -222,4 +228,9 @@ def visualize_prediction(
         dets.scores[keep].detach().cpu().double().numpy(),
         class_names,
     )
-    return save_image(out_path, hconcat([gt_panel, pred_panel], PREDICTION_GAP))
+    thr = f"{vis_thr:.2f}"
+    caption = f"predictions > {thr}" if len(masks) else f"no detections > {thr}"
+    shown = sorted({int(c) for c in gt_labels} | {int(c) for c in dets.labels[keep].tolist()})
+    legend = [(class_names[c] if c < len(class_names) else str(c), class_color(c)) for c in shown]
+    picture = captioned([gt_panel, pred_panel], PREDICTION_GAP, ["ground truth", caption], legend)
+    return save_image(out_path, picture)

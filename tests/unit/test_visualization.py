@@ -25,10 +25,12 @@ from no_time_to_train.evaluation.coco_eval import evaluate_coco
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.output.drawing import (
     BASE_PALETTE,
+    band_line_height,
     class_color,
     class_colors,
     draw_instances,
     line_thickness,
+    score_label,
     to_uint8_rgb,
 )
 from no_time_to_train.output.exports import export_prediction
@@ -257,8 +259,13 @@ def test_prediction_panels(test_dataset, synth, tmp_path):
     dets = make_dets(np.stack([hit, low]), [0.9, 0.3], [label, (label + 1) % len(CLASSES)])
     path = prediction_panel(ds, item, dets, 0.5, str(tmp_path))
     assert Path(path) == tmp_path / "synth" / item["file_name"]
-    img = read_rgb(path)
-    assert img.shape == (h, 2 * w + 10, 3)
+    picture = read_rgb(path)
+    head = band_line_height(w)
+    assert picture.shape[1] == 2 * w + 10 and picture.shape[0] >= head + h + head
+    # Caption band above and legend band below: white paper with dark text on it.
+    for band in (picture[:head], picture[head + h :]):
+        assert (band == 255).mean() > 0.6 and (band.max(-1) < 100).any()
+    img = picture[head : head + h]
     gt_panel, gap, pred = img[:, :w], img[:, w : w + 10], img[:, w + 10 :]
     assert (gap == 255).all()
 
@@ -317,11 +324,60 @@ def test_prediction_subfolder_imgs_path_and_no_detections(test_dataset, synth, t
     path = prediction_panel(ds, item, empty, 0.5, str(tmp_path / "res"), folder=str(imgs),
                             names=["a", "b", "c", "d"], dataset_name="my_custom_dataset")  # fmt: skip
     assert Path(path) == tmp_path / "res" / "my_custom_dataset" / "sub" / "a.png"
-    img = read_rgb(path)
+    head = band_line_height(w)
+    picture = read_rgb(path)
+    img = picture[head : head + h]
     orig = read_rgb(imgs / "sub" / "a.png")
-    assert img.shape == (h, 2 * w + 10, 3)
+    assert picture.shape[1] == 2 * w + 10 and picture.shape[0] > head + h
     assert np.array_equal(img[:, w + 10 :], orig)
     assert not np.array_equal(img[:, :w], orig)
+
+
+def _record_texts(monkeypatch) -> list[str]:
+    """Every string the drawing module puts on a picture, in drawing order."""
+    import no_time_to_train.output.drawing as drawing
+
+    texts: list[str] = []
+    real = drawing.cv2.putText
+
+    def put_text(img, text, *args, **kwargs):
+        texts.append(text)
+        return real(img, text, *args, **kwargs)
+
+    monkeypatch.setattr(drawing.cv2, "putText", put_text)
+    return texts
+
+
+def test_prediction_pictures_say_what_they_show(test_dataset, monkeypatch, tmp_path):
+    ds = test_dataset
+    idx, anns = _image_with_gt(ds)
+    item = ds[idx]
+    h, w = item["ori_size"]
+    gt_classes = sorted({ds.cat_ids.index(a["category_id"]) for a in anns})
+    other = next(c for c in range(len(CLASSES)) if c not in gt_classes)
+    m = np.zeros((h, w), bool)
+    m[5:40, 5:40] = True
+    texts = _record_texts(monkeypatch)
+    dets = make_dets(np.stack([m, m]), [0.537, 0.2], [other, gt_classes[0]])
+    prediction_panel(ds, item, dets, 0.4, str(tmp_path))
+    # Scores read as scores; only the detection above vis_thr is labelled; captions; legend of the
+    # classes in either panel (ground truth and the drawn prediction), in class order.
+    assert f"{CLASSES[other]} 0.53" in texts and f"{CLASSES[gt_classes[0]]} 0.20" not in texts
+    assert "ground truth" in texts and "predictions > 0.40" in texts
+    legend = texts[texts.index("predictions > 0.40") + 1 :]
+    assert legend == [CLASSES[c] for c in sorted({*gt_classes, other})]
+
+    texts.clear()
+    prediction_panel(ds, item, make_dets(m[None], [0.3], [other]), 0.4, str(tmp_path))
+    assert "no detections > 0.40" in texts and "predictions > 0.40" not in texts
+    assert CLASSES[other] not in texts  # nothing drawn, so not in the legend either
+
+
+def test_score_labels_never_round_up():
+    assert score_label("bird", 0.537) == "bird 0.53"
+    assert score_label("bird", 0.999) == "bird 0.99"
+    assert score_label("bird", 0.5) == "bird 0.50"
+    assert score_label("bird", 1.0) == "bird 1.00"
 
 
 def test_palette_covers_lvis_sized_label_sets():
