@@ -166,7 +166,9 @@ def text_band(width: int, items: Sequence[tuple[int, str, Sequence[int] | None]]
     for r, x0, text, swatch in placed:
         top = r * line
         if swatch is not None:
-            cv2.rectangle(band, (x0, top + pad), (x0 + th - 1, top + pad + th - 1), tuple(int(c) for c in swatch), -1)
+            cv2.rectangle(
+                band, (x0, top + pad), (x0 + th - 1, top + pad + th - 1), tuple(int(c) for c in swatch), -1
+            )
             x0 += th + pad
         cv2.putText(band, text, (x0, top + pad + th), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return band
@@ -184,7 +186,7 @@ def captioned(panels: Sequence[np.ndarray], gap: int, captions: Sequence[str],
     ref = panels[0].shape[1]
     xs = np.cumsum([0] + [p.shape[1] + gap for p in panels[:-1]])
     pad = max(2, ref // 200)
-    head = text_band(row.shape[1], [(int(x) + pad, c, None) for x, c in zip(xs, captions)], ref)
+    head = text_band(row.shape[1], [(int(x) + pad, c, None) for x, c in zip(xs, captions, strict=True)], ref)
     parts = [head, row]
     if legend:
         parts.append(text_band(row.shape[1], [(pad, name, color) for name, color in legend], ref))
