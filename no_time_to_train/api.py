@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
+from no_time_to_train.checkpoints.preflight import check_checkpoints, resolve_preset
 from no_time_to_train.config import ModelCfg, Sam2InferCfg
 from no_time_to_train.config import validate as validate_config
 from no_time_to_train.data.images import as_pil_rgb, pil_to_tensor, square_tensor
@@ -40,6 +42,7 @@ from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, usable_cpus
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
+_CPU_NOTE_SHOWN = False  # the CPU speed note is printed once per process
 
 
 @dataclass
@@ -64,6 +67,12 @@ class Prediction:
         return [self.class_names[i] for i in self.labels.tolist()]
 
 
+def silence_cpu_note() -> None:
+    """Do not print the CPU speed note (a caller that gave its own)."""
+    global _CPU_NOTE_SHOWN
+    _CPU_NOTE_SHOWN = True
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -79,9 +88,12 @@ class FewShotSegmenter:
         encoder: torch.nn.Module | None = None,
         proposer: torch.nn.Module | None = None,
         context_ratio: float = 0.2,
+        checkpoint_style: str = "api",
     ):
         """Prefer ``from_checkpoints`` / ``from_config``; pass ``encoder`` / ``proposer`` to inject
-        other networks (they follow the contracts of ``models.segmenter``)."""
+        other networks (they follow the contracts of ``models.segmenter``). Before building the
+        networks, every checkpoint problem is reported at once, named as ``checkpoint_style``
+        spells the settings ("api": ``encoder_ckpt=``; "segment_image": ``--encoder-ckpt``)."""
         if not class_names or len(set(class_names)) != len(class_names):
             raise UserInputError(
                 f"class_names must be a non-empty list of distinct names, got {list(class_names)}."
@@ -94,6 +106,9 @@ class FewShotSegmenter:
         for warning in validate_config(self.cfg):
             print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
+        cfg = self.cfg
+        check_checkpoints(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, cfg.encoder_cfg.name, cfg.encoder_ckpt_path,
+                          style=checkpoint_style, sam2=proposer is None, encoder_needed=encoder is None)  # fmt: skip
         self.encoder = (encoder if encoder is not None else build_encoder(self.cfg)).to(self.device).eval()
         self._sam2 = None
         if proposer is None:
@@ -103,6 +118,8 @@ class FewShotSegmenter:
         self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
         self._refs: list[references.ReferenceEntry] = []
         self.segmenter: ReferenceSegmenter | None = None
+        self.progress = True
+        """Progress bars in ``add_reference`` (several instances) and ``predict``; False: silent."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -115,13 +132,25 @@ class FewShotSegmenter:
         encoder_ckpt: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth",
         device: str | None = None,
         precision: str = "fp32",
+        *,
+        preset: str | None = None,
+        checkpoint_style: str = "api",
         **infer_cfgs: object,
     ) -> FewShotSegmenter:
         """Build from checkpoint paths; ``precision`` ("fp32", "bf16", "fp16") autocasts the
-        networks; ``infer_cfgs`` override ``sam2_infer_cfgs`` keys (e.g. ``points_per_side=16``)."""
+        networks; ``infer_cfgs`` override ``sam2_infer_cfgs`` keys (e.g. ``points_per_side=16``).
+
+        ``preset`` sets the four checkpoint arguments at once (``checkpoints.preflight.PRESETS``):
+        "paper" (SAM2-L + DINOv2-L, the defaults), "small" (SAM2-t + DINOv2-S) or "random" (the
+        small pair with random weights, written to ``checkpoints/random/`` if absent; runs
+        offline, outputs meaningless). It replaces those four arguments."""
         unknown = set(infer_cfgs) - {f.name for f in dataclasses.fields(Sam2InferCfg)}
         if unknown:
             raise UserInputError(f"Unknown sam2_infer_cfgs key(s): {sorted(unknown)}.")
+        if preset is not None:
+            chosen = resolve_preset(preset)
+            sam2_cfg, sam2_ckpt = chosen.sam2_cfg, chosen.sam2_ckpt
+            encoder, encoder_ckpt = chosen.encoder, chosen.encoder_ckpt
         cfg = ModelCfg(
             sam2_cfg_file=sam2_cfg,
             sam2_ckpt_path=sam2_ckpt,
@@ -130,7 +159,7 @@ class FewShotSegmenter:
             encoder_precision=precision,  # type: ignore[arg-type]
         )
         cfg.encoder_cfg.name = encoder
-        return cls(class_names, cfg, device)
+        return cls(class_names, cfg, device, checkpoint_style=checkpoint_style)
 
     @classmethod
     def from_config(
@@ -200,6 +229,8 @@ class FewShotSegmenter:
         img = pil_to_tensor(pil)
         encoder = self._reference_encoder()
         size = self.cfg.encoder_cfg.img_size
+        bar = tqdm(total=len(classes), desc="add_reference: encoding", unit="instance", leave=False,
+                   disable=not self.progress or len(classes) < 2)  # fmt: skip
         for i, (c, mask) in enumerate(zip(classes, m, strict=True)):
             if not mask.any():
                 raise UserInputError(f"A reference mask of class {self.class_names[c]!r} is empty.")
@@ -217,6 +248,8 @@ class FewShotSegmenter:
                     f"{size}x{size} crop samples it. Use a larger instance."
                 )
             self._refs.append(entry)
+            bar.update()
+        bar.close()
         self.segmenter = None  # the memory must be rebuilt
         return len(classes)
 
@@ -297,21 +330,42 @@ class FewShotSegmenter:
         self._use_bank(bank)
 
     # ------------------------------------------------------------------ inference
+    def _cpu_note(self) -> None:
+        global _CPU_NOTE_SHOWN
+        pps = self.cfg.sam2_infer_cfgs.points_per_side
+        if self.device.type == "cpu" and pps > 16 and not _CPU_NOTE_SHOWN and self._sam2 is not None:
+            _CPU_NOTE_SHOWN = True
+            print(f"Note: on CPU an image takes about a minute with {pps}x{pps} prompts (SAM2-L); "
+                  "points_per_side=16 is about 4x faster (it may miss small objects).")  # fmt: skip
+
     @torch.inference_mode()
-    def predict(self, image: ImageLike, score_thr: float = 0.0) -> Prediction:
-        """Segment the reference classes in one image."""
+    def predict(self, image: ImageLike, score_thr: float = 0.0, progress: bool | None = None) -> Prediction:
+        """Segment the reference classes in one image.
+
+        ``progress`` (default: ``self.progress``) shows a bar over the prompt batches of SAM2
+        (the long part on CPU), then the matching step."""
         if self.segmenter is None:
             self.build_memory()
         pil = as_pil_rgb(image)
         size = getattr(self.proposer, "image_size", 1024)
         x, ori = square_tensor(pil, size)
+        self._cpu_note()
+        show = self.progress if progress is None else progress
         threads = torch.get_num_threads()
+        bar = None
         try:
             if self.device.type == "cpu" and not self.cfg.compute_cfgs.num_threads:
                 adapt_cpu_threads(usable_cpus())  # the caller's thread setting is restored below
+            if show and hasattr(self.proposer, "on_batch"):
+                pps = self.cfg.sam2_infer_cfgs.points_per_side
+                bar = tqdm(total=pps * pps, desc="predict: SAM2 prompts", unit="prompt", leave=False)
+                self.proposer.on_batch = bar.update
             det = self.segmenter.predict(x[None].to(self.device), ori)
         finally:
             torch.set_num_threads(threads)
+            if bar is not None:
+                self.proposer.on_batch = None
+                bar.close()
         keep = det.scores > score_thr
         # Scores are sorted: the kept ones are a prefix, and a slice shares the masks' memory.
         n = int(keep.sum())

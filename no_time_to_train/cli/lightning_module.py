@@ -101,6 +101,19 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         """The class-agnostic proposer (SAM2 point grid). Override to inject another one."""
         return build_proposer(self.model_cfg)
 
+    def _check_checkpoints(self, encoder: bool, proposer: bool) -> None:
+        """Every problem of the checkpoints this mode loads, in one message (before building)."""
+        from no_time_to_train.checkpoints.preflight import check_checkpoints
+
+        base = Sam2MatcherLightningModel
+        cfg = self.model_cfg
+        check_checkpoints(
+            cfg.sam2_cfg_file, cfg.sam2_ckpt_path, cfg.encoder_cfg.name, cfg.encoder_ckpt_path, style="cli",
+            # A subclass that injects its own network does not load that checkpoint.
+            sam2=proposer and type(self).build_proposer is base.build_proposer,
+            encoder_needed=encoder and type(self).build_encoder is base.build_encoder,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------ datasets
     def build_dataset(self, mode: str) -> Dataset:
         if mode in ("fill_memory", "vis_memory"):
@@ -164,6 +177,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             torch.backends.cudnn.allow_tf32 = self.model_cfg.allow_tf32
         needs_encoder = self.test_mode in ("fill_memory", "vis_memory", "test")
         if self.segmenter is None:
+            self._check_checkpoints(needs_encoder, self.test_mode == "test")
             self.segmenter = ReferenceSegmenter(
                 self.memory,
                 encoder=self.build_encoder() if needs_encoder else None,

@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from no_time_to_train import api
 from no_time_to_train.api import FewShotSegmenter, Prediction
+from no_time_to_train.checkpoints.preflight import PRESETS, resolve_preset
 from no_time_to_train.data.coco import image_file_name, load_coco
 from no_time_to_train.data.images import as_pil_rgb
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
@@ -145,10 +147,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thr", type=float, default=0.3, help="keep instances scoring above this")
     p.add_argument("--save-masks", action="store_true", help="also write one PNG per instance")
     p.add_argument("--save-memory", help="write the memory built from --refs here")
-    p.add_argument("--sam2-cfg", default="sam2_hiera_l.yaml")
-    p.add_argument("--sam2-ckpt", default="./checkpoints/sam2_hiera_large.pt")
-    p.add_argument("--encoder", default="dinov2_large")
-    p.add_argument("--encoder-ckpt", default="./checkpoints/dinov2/dinov2_vitl14_pretrain.pth")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="the four checkpoint settings at once: paper (SAM2-L + DINOv2-L, default), small "
+                        "(SAM2-t + DINOv2-S) or random (random-weight stand-ins, written to "
+                        "checkpoints/random/ if absent: runs offline, meaningless outputs); the flags "
+                        "below override it")  # fmt: skip
+    p.add_argument("--sam2-cfg", help="SAM2 config (default: the preset's)")
+    p.add_argument("--sam2-ckpt", help="SAM2 checkpoint (default: the preset's)")
+    p.add_argument("--encoder", help="encoder name (default: the preset's)")
+    p.add_argument("--encoder-ckpt", help="encoder checkpoint (default: the preset's)")
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = p.parse_args(argv)
@@ -172,9 +179,11 @@ def run(args: argparse.Namespace) -> list[str]:
     else:
         refs = [(n, p, m, None) for n, p, m in read_reference_folder(args.refs)]
         classes = sorted({r[0] for r in refs})
+    preset = resolve_preset(args.preset)
     seg = FewShotSegmenter.from_checkpoints(
-        classes, sam2_cfg=args.sam2_cfg, sam2_ckpt=args.sam2_ckpt, encoder=args.encoder,
-        encoder_ckpt=args.encoder_ckpt, device=args.device, points_per_side=args.points_per_side,
+        classes, sam2_cfg=args.sam2_cfg or preset.sam2_cfg, sam2_ckpt=args.sam2_ckpt or preset.sam2_ckpt,
+        encoder=args.encoder or preset.encoder, encoder_ckpt=args.encoder_ckpt or preset.encoder_ckpt,
+        device=args.device, points_per_side=args.points_per_side, checkpoint_style="segment_image",
     )  # fmt: skip
     if args.memory:
         seg.load_memory(args.memory)
@@ -182,6 +191,7 @@ def run(args: argparse.Namespace) -> list[str]:
     if seg.device.type == "cpu" and args.points_per_side > 16:
         print(f"Note: on CPU each image takes about a minute with {args.points_per_side}x{args.points_per_side} "
               "prompts; --points-per-side 16 is about 4x faster (it may miss small objects).")  # fmt: skip
+        api.silence_cpu_note()  # said here, in this command's own flag spelling
     for name, path, masks, boxes in tqdm(refs, desc="references", unit="image", disable=not refs):
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
     if args.save_memory:

@@ -12,6 +12,7 @@ does ``fast=True`` with a decoder whose layout ``models.sam2_decoder`` does not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,8 @@ class Sam2PointGridProposer(nn.Module):
         self.fast = fast
         self.decoder_chunk = decoder_chunk
         self.upscale_chunk = upscale_chunk
+        # Called with the number of prompts of each finished batch (progress bars; None: silent).
+        self.on_batch: Callable[[int], None] | None = None
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -119,6 +122,8 @@ class Sam2PointGridProposer(nn.Module):
             logits.append(lg)
             ious.append(iou)
             points.append(pts[kept])
+            if self.on_batch is not None:
+                self.on_batch(len(pts))
         return Proposals(torch.cat(logits), torch.cat(ious), torch.cat(points))
 
     def _prompt_embeddings(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,3 +136,29 @@ def test_api_real_networks_with_random_weights(tiny_ckpts, synth, tmp_path):
     seg.save_memory(str(tmp_path / "m.ckpt"))
     sd = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
     assert all(k.startswith("memory.") for k in sd)
+
+
+def test_api_progress_and_cpu_note(tiny_ckpts, capsys, monkeypatch):
+    """predict shows a bar over SAM2's prompts; on CPU above 16x16 prompts a note says once what
+    points_per_side=16 buys; add_reference shows a bar for several instances."""
+    import no_time_to_train.api as api
+
+    monkeypatch.setattr(api, "_CPU_NOTE_SHOWN", False)
+    seg = FewShotSegmenter.from_checkpoints(
+        ["thing"], sam2_cfg="sam2_hiera_t.yaml", sam2_ckpt=tiny_ckpts["sam2"], encoder="dinov2_small",
+        encoder_ckpt=tiny_ckpts["dinov2"], device="cpu", points_per_side=17, testing_point_bs=100,
+    )  # fmt: skip
+    img = np.full((64, 64, 3), 90, np.uint8)
+    two = np.zeros((2, 64, 64), bool)
+    two[0, 5:30, 5:30] = two[1, 30:60, 30:60] = True
+    seg.add_reference(img, "thing", masks=two)
+    err = capsys.readouterr().err
+    assert "add_reference: encoding" in err and "2/2" in err
+    seg.predict(img)
+    captured = capsys.readouterr()
+    assert "points_per_side=16 is about 4x faster" in captured.out
+    # 289 prompts in batches of 100: the bar reaches 289/289.
+    assert "predict: SAM2 prompts" in captured.err and "289/289" in captured.err
+    seg.predict(img, progress=False)
+    captured = capsys.readouterr()
+    assert "4x faster" not in captured.out and "SAM2 prompts" not in captured.err  # once; silent

@@ -85,3 +85,28 @@ def test_images_accept_folders_and_globs(tmp_path):
     assert expand_images([str(tmp_path / "*.png"), str(tmp_path / "b.png")]) == [str(tmp_path / "b.png")]
     with pytest.raises(DatasetError, match=r"--images .*sub: no image there"):
         expand_images([str(tmp_path / "sub")])
+
+
+def test_readme_segment_image_command_runs_as_written(tmp_path, monkeypatch):
+    """The README's command on the quick start's data, with --preset random (nothing downloaded:
+    the stand-ins are written on first use)."""
+    import re
+    import shlex
+
+    from no_time_to_train.data.synthetic import generate_coco_dataset
+
+    from ..conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(
+        r"```bash\n(python -m no_time_to_train\.segment_image \\\n.*?--preset random)\n```", text, re.S
+    )
+    assert block, "README's segment_image command on the quick-start data"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))[3:]
+    monkeypatch.chdir(tmp_path)
+    generate_coco_dataset(tmp_path / "data" / "demo", n_train=6, n_val=1, class_names=("person", "car", "bird"),
+                          n_shot=1, seed=0, min_size=96, max_size=128)  # fmt: skip
+    assert main([*argv, "--device", "cpu"]) == 0
+    out = tmp_path / "work_dirs" / "demo" / "segment_image"
+    assert list(out.glob("*_overlay.png")) and list(out.glob("*.json"))
+    assert (tmp_path / "checkpoints" / "random" / "sam2_hiera_tiny.pt").is_file()

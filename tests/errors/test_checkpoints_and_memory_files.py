@@ -192,3 +192,111 @@ def test_out_path_onto_the_reference_pickle_is_refused(in_tmp, bank, capsys):
         "--out_path", str(pkl), "memory_pkl",
     )  # fmt: skip
     assert pkl.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# every checkpoint problem at once, in the caller's spelling; presets
+# ---------------------------------------------------------------------------------------------
+
+
+def _standins(root: Path, tiny_ckpts: dict) -> None:
+    import shutil
+
+    (root / "checkpoints" / "random" / "dinov2").mkdir(parents=True)
+    shutil.copy(tiny_ckpts["sam2"], root / "checkpoints" / "random" / "sam2_hiera_tiny.pt")
+    shutil.copy(
+        tiny_ckpts["dinov2"], root / "checkpoints" / "random" / "dinov2" / "dinov2_vits14_pretrain.pth"
+    )
+
+
+def test_api_reports_every_missing_checkpoint_at_once(in_tmp, tiny_ckpts):
+    from no_time_to_train.api import FewShotSegmenter
+    from no_time_to_train.errors import CheckpointError
+
+    _standins(in_tmp, tiny_ckpts)
+    with pytest.raises(CheckpointError) as exc:
+        FewShotSegmenter.from_checkpoints(["boat", "bird"])  # the README's defaults: SAM2-L + DINOv2-L
+    msg = str(exc.value)
+    assert msg.startswith(
+        "2 checkpoint problems: (1) SAM2 checkpoint ./checkpoints/sam2_hiera_large.pt (sam2_ckpt=)"
+    )
+    assert (
+        "(2) encoder checkpoint ./checkpoints/dinov2/dinov2_vitl14_pretrain.pth (encoder_ckpt=) not found"
+        in msg
+    )
+    assert "checkpoints/random/sam2_hiera_tiny.pt (sam2_hiera_t.yaml)" in msg
+    assert "checkpoints/random/dinov2/dinov2_vits14_pretrain.pth (dinov2_small)" in msg
+    assert "preset='random'" in msg and "preset='small'" in msg
+
+
+def test_api_reports_wrong_models_with_the_keyword_to_change(in_tmp, tiny_ckpts):
+    from no_time_to_train.api import FewShotSegmenter
+    from no_time_to_train.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as exc:
+        FewShotSegmenter.from_checkpoints(
+            ["boat"], sam2_ckpt=tiny_ckpts["sam2"], encoder_ckpt=tiny_ckpts["dinov2"]
+        )
+    msg = str(exc.value)
+    assert msg.startswith("2 checkpoint problems:")
+    assert (
+        "is the file of sam2_hiera_t.yaml, but the config is sam2_hiera_l.yaml: pass sam2_cfg='sam2_hiera_t.yaml'"
+        in msg
+    )
+    assert "is the file of dinov2_small, but the encoder is dinov2_large: pass encoder='dinov2_small'" in msg
+
+
+def test_api_random_preset_runs_offline(in_tmp):
+    import numpy as np
+
+    from no_time_to_train.api import FewShotSegmenter
+
+    seg = FewShotSegmenter.from_checkpoints(["thing"], preset="random", points_per_side=4, device="cpu")
+    assert (in_tmp / "checkpoints" / "random" / "sam2_hiera_tiny.pt").is_file()
+    img = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), bool)
+    img[16:48, 16:48] = 200
+    mask[16:48, 16:48] = True
+    seg.add_reference(img, "thing", masks=mask)
+    pred = seg.predict(img)
+    assert pred.masks.shape[1:] == (64, 64) and len(pred.scores) == len(pred.labels)
+
+
+def test_segment_image_names_its_own_flags(in_tmp, tiny_ckpts, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from no_time_to_train.cli.segment_image import main
+
+    refs = in_tmp / "refs" / "thing"
+    refs.mkdir(parents=True)
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[10:30, 10:30] = 255
+    Image.fromarray(img).save(refs / "a.png")
+    Image.fromarray(img[..., 0]).save(refs / "a_mask.png")
+    args = ["--refs", str(in_tmp / "refs"), "--images", str(refs / "a.png"), "--out", str(in_tmp / "out")]
+    # The default (paper) encoder with the DINOv2-S file, and no SAM2 file: both reported, in flags.
+    assert main([*args, "--encoder-ckpt", tiny_ckpts["dinov2"]]) == 2
+    err = capsys.readouterr().err
+    assert "2 checkpoint problems" in err and "(--sam2-ckpt) not found" in err
+    assert "pass --encoder dinov2_small" in err and "--preset random" in err
+    # --preset small names dinov2_small: that file now fits, only SAM2 is missing.
+    assert main([*args, "--preset", "small", "--encoder-ckpt", tiny_ckpts["dinov2"]]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "1 checkpoint problem:" in err and "./checkpoints/sam2_hiera_tiny.pt (--sam2-ckpt) not found" in err
+    )
+    assert not (in_tmp / "out").exists()
+
+
+def test_cli_checks_only_what_the_mode_loads_and_names_the_cli_flag(in_tmp, synth, tiny_ckpts, capsys):
+    # fill_memory builds no SAM2: its missing file is not a problem; the encoder mismatch is.
+    cfg = oracle_yaml(in_tmp / "c.yaml", synth, class_path=REAL_MODEL)
+    msg = expect_user_error(
+        capsys,
+        [*base(cfg), "--model.test_mode", "fill_memory", "--out_path", in_tmp / "m.ckpt",
+         "--model.init_args.model_cfg.sam2_ckpt_path", in_tmp / "no_sam2.pt",
+         "--model.init_args.model_cfg.encoder_ckpt_path", tiny_ckpts["dinov2"]],
+        "1 checkpoint problem:", "pass --model.init_args.model_cfg.encoder_cfg.name dinov2_small",
+    )  # fmt: skip
+    assert "no_sam2.pt" not in msg and not (in_tmp / "m.ckpt").exists()
