@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 from no_time_to_train.checkpoints.preflight import check_checkpoints, resolve_preset
 from no_time_to_train.config import ModelCfg, Sam2InferCfg
 from no_time_to_train.config import validate as validate_config
@@ -158,7 +159,13 @@ class FewShotSegmenter:
             sam2_infer_cfgs=Sam2InferCfg(**infer_cfgs),  # type: ignore[arg-type]
             encoder_precision=precision,  # type: ignore[arg-type]
         )
-        cfg.encoder_cfg.name = encoder
+        # The encoder's own input and patch sizes, as the reference's config for it.
+        spec = encoder_spec(encoder)
+        cfg.encoder_cfg.name, cfg.encoder_cfg.img_size, cfg.encoder_cfg.patch_size = (
+            encoder,
+            spec.img_size,
+            spec.patch_size,
+        )
         return cls(class_names, cfg, device, checkpoint_style=checkpoint_style)
 
     @classmethod
@@ -298,9 +305,8 @@ class FewShotSegmenter:
         )
 
     def _meta(self, bank: MemoryBank) -> dict:
-        return memory_io.make_meta(
-            bank, self.cfg.encoder_cfg.name, self.cfg.encoder_cfg.img_size, self.class_names
-        )
+        enc = self.cfg.encoder_cfg
+        return memory_io.make_meta(bank, enc.name, enc.img_size, self.class_names, patch_size=enc.patch_size)
 
     def save_memory(self, path: str) -> None:
         """Write the postprocessed memory (atomically); the CLI reads it with ``--ckpt_path``."""

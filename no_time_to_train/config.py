@@ -71,12 +71,17 @@ class EncoderCfg:
     """The feature encoder of reference crops and target images."""
 
     name: str = "dinov2_large"
-    """dinov2_{small,base,large,giant} or the same with _reg (4 register tokens)."""
+    """dinov2_{small,base,large,giant}[_reg]; dinov3_{small,small_plus,base,large,huge,7b},
+    dinov3_sat_{large,7b}; clip_{b32,b16,l14,l14@336px}; PE-Spatial-{L14,G14}-448."""
     img_size: int = 518
-    """Side every reference crop and target image is resized to for the encoder."""
+    """Side every reference crop and target image is resized to for the encoder (the reference:
+    518 for DINOv2 and PE, 592 for DINOv3, 224 or 336 for CLIP)."""
     patch_size: int = 14
-    """The encoder's patch size; must be the named encoder's (14 for DINOv2). The patch grid is
-    ``img_size // patch_size``."""
+    """The encoder's patch size; must be the named encoder's (14 for DINOv2, PE and CLIP L/14, 16
+    for DINOv3 and CLIP B/16, 32 for CLIP B/32). The patch grid is ``img_size // patch_size``."""
+    pixel_stats: Literal["default", "imagenet", "clip", "sat"] = "default"
+    """Image normalisation: the family's as in the reference (ImageNet; CLIP's for CLIP, also
+    ImageNet for the DINOv3 satellite models), or 'sat' for Meta's SAT-493M statistics."""
 
 
 @dataclass
@@ -217,9 +222,11 @@ def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode:
     when they do not. Returns warnings about keys that are accepted but ignored (set to a value
     that would matter in the reference)."""
     from no_time_to_train.errors import ConfigError
+    from no_time_to_train.pipeline.builders import check_patch_size
 
     flag = "--model.init_args."
     enc = model_cfg.encoder_cfg
+    check_patch_size(enc.name, enc.patch_size)  # also: a known encoder name
     if enc.patch_size <= 0 or enc.img_size <= 0 or enc.img_size % enc.patch_size:
         raise ConfigError(
             f"{flag}model_cfg.encoder_cfg.img_size ({enc.img_size}) must be a positive multiple of "

@@ -58,7 +58,8 @@ def adapt_cpu_threads(share: int) -> int:
     """Threads for the next image: at most ``share`` (this process's fair share), and no more than
     the CPUs other processes leave free right now. A thread that the scheduler takes away stalls
     every parallel operation of the others (thousands per image), so a busy machine is better
-    served by fewer threads. Results do not depend on the number of threads."""
+    served by fewer threads. Results depend on the number of threads only by float rounding (BLAS
+    may sum in another order: about one ulp); fix ``compute_cfgs.num_threads`` for bitwise repeats."""
     n = max(1, min(share, usable_cpus() - competing_tasks()))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from no_time_to_train.checkpoints.encoder_zoo import ZOO
 from no_time_to_train.checkpoints.registry import (
     DINOV2_VARIANTS,
     SAM2_CHECKPOINT_FILES,
@@ -106,6 +107,22 @@ def _load(path: Path) -> Any:
             raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from err
 
 
+MOBILE_SAM_REFUSAL = (
+    "this is a MobileSAM checkpoint (SAM v1's prompt encoder and mask decoder behind a TinyViT image "
+    "encoder), which is not supported: the method's proposals come from SAM2's point-grid decoder, and "
+    "the reference's new_exps/mobilesam config names this file under a SAM2 config without code that "
+    "could build it. For a small, fast segmenter use SAM2 Hiera-T (new_exps/sam2/sam2_tiny.yaml)"
+)
+
+
+def is_mobile_sam(path: Path, checkpoint: Any) -> bool:
+    """A MobileSAM file: its name, or TinyViT image-encoder keys (``image_encoder.layers.*``)."""
+    if "mobile_sam" in path.name.lower():
+        return True
+    sd = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
+    return isinstance(sd, Mapping) and any(str(k).startswith("image_encoder.patch_embed.seq.") for k in sd)
+
+
 def _dinov2_of(state_dict: Mapping[str, Any]) -> str | None:
     pos = state_dict.get("pos_embed")
     if not isinstance(pos, torch.Tensor):
@@ -137,6 +154,8 @@ def _sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> 
             f"SAM2 checkpoint {ckpt} ({flags['sam2_ckpt']}) cannot be read ({err}): probably truncated or corrupt (an interrupted download?); delete it and download it again",
             None,
         )
+    if is_mobile_sam(path, ckpt_obj):
+        return f"{ckpt} ({flags['sam2_ckpt']}): {MOBILE_SAM_REFUSAL}", None
     model = ckpt_obj.get("model") if isinstance(ckpt_obj, Mapping) else None
     if not isinstance(model, Mapping):
         return (
@@ -150,33 +169,66 @@ def _sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> 
     return None, found
 
 
+def _zoo_of(state_dict: Mapping[str, Any]) -> str | None:
+    """The DINOv3 / CLIP / PE encoder whose official layout ``state_dict`` has, or None."""
+
+    def match(family: str, dim: int, depth: int, extra: Any = None) -> str | None:
+        names = [n for n, s in ZOO.items() if s.family == family and (s.feat_dim, s.depth) == (dim, depth)]
+        if extra is not None:
+            names = [n for n in names if extra(n)] or names
+        return names[0] if len(names) == 1 else (names[0] if names else None)
+
+    if isinstance(state_dict.get("storage_tokens"), torch.Tensor):
+        dim, depth = state_dict["cls_token"].shape[-1], block_count(state_dict, "blocks.")
+        swiglu = "blocks.0.mlp.w1.weight" in state_dict
+        local = "local_cls_norm.weight" in state_dict
+        return match("dinov3", dim, depth,
+                     lambda n: (("plus" in n or "huge" in n or "7b" in n) == swiglu) and (("sat" in n or "7b" in n) == local))  # fmt: skip
+    conv = state_dict.get("visual.conv1.weight")
+    if isinstance(conv, torch.Tensor):
+        pos = state_dict["visual.positional_embedding"].shape[0] - 1
+        side = int(round(pos**0.5)) * conv.shape[-1]
+        return match("clip", conv.shape[0], block_count(state_dict, "visual.transformer.resblocks."),
+                     lambda n: ZOO[n].patch_size == conv.shape[-1] and ZOO[n].native_size == side)  # fmt: skip
+    conv = state_dict.get("conv1.weight")
+    if isinstance(conv, torch.Tensor):
+        return match("pe", conv.shape[0], block_count(state_dict, "transformer.resblocks."))
+    return None
+
+
 def _encoder_problem(name: str, ckpt: str | None, flags: Mapping[str, str]) -> str | None:
-    variant = DINOV2_VARIANTS.get(name)
-    if variant is None:
-        return f"{flags['encoder']} {name}: not a known encoder (one of {', '.join(DINOV2_VARIANTS)})"
+    spec = ZOO.get(name)
+    if spec is None:
+        return f"{flags['encoder']} {name}: not a known encoder (one of {', '.join(ZOO)})"
     if ckpt is None:
         return None
     path = Path(ckpt)
+    official = Path(spec.ckpt_path).name
     if not path.is_file():
-        return (f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) not found; {name} needs {variant.file_name} "
-                f"({variant.url})")  # fmt: skip
+        source = f"({DINOV2_VARIANTS[name].url})" if spec.family == "dinov2" else f"({spec.download})"
+        return (
+            f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) not found; {name} needs {official} {source}"
+        )
     try:
         state_dict = _load(path)
     except ValueError as err:
         return f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) cannot be read ({err}): probably truncated or corrupt (an interrupted download?); delete it and download it again"
-    found = _dinov2_of(state_dict) if isinstance(state_dict, Mapping) else None
-    if found is not None and found != name:
+    found = None
+    if isinstance(state_dict, Mapping):
+        found = _dinov2_of(state_dict) or _zoo_of(state_dict)
+    if found is not None and found != name and Path(ZOO[found].ckpt_path).name != official:
         return (f"encoder checkpoint {ckpt} is the file of {found}, but the encoder is {name}: pass "
-                f"{setting(flags, 'encoder', found)}, or as {flags['encoder_ckpt']} a {variant.file_name}")  # fmt: skip
+                f"{setting(flags, 'encoder', found)}, or as {flags['encoder_ckpt']} a {official}")  # fmt: skip
     return None
 
 
 def present_checkpoints(root: str | os.PathLike = ".") -> list[str]:
     """Known official files under ``root/checkpoints`` (and its ``random/`` stand-ins)."""
     names = {v.file_name: k for k, v in SAM2_CHECKPOINT_FILES.items()}
-    names |= {v.file_name: k for k, v in DINOV2_VARIANTS.items()}
+    names |= {Path(v.ckpt_path).name: k for k, v in ZOO.items()}
     found = []
-    for folder in ("checkpoints", "checkpoints/dinov2", "checkpoints/random", "checkpoints/random/dinov2"):
+    subfolders = ("", "/dinov2", "/dinov3/checkpoints", "/clip", "/pe")
+    for folder in [f"checkpoints{s}" for s in subfolders] + [f"checkpoints/random{s}" for s in subfolders]:
         d = Path(root) / folder
         if d.is_dir():
             found += [f"{d / f} ({names[f]})" for f in sorted(os.listdir(d)) if f in names]

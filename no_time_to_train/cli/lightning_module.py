@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,6 +25,7 @@ from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTes
 from no_time_to_train.errors import ConfigError
 from no_time_to_train.evaluation.coco_eval import evaluate_coco
 from no_time_to_train.evaluation.coco_results import encode_detections, gather_indexed
+from no_time_to_train.io_utils import atomic_save_json
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
 from no_time_to_train.pipeline.builders import build_encoder, build_proposer, encoder_feat_dim
@@ -225,6 +227,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             raise ConfigError("postprocess_memory needs --ckpt_path of a memory file written by fill_memory.")
         if self.test_mode == "test":
             self._check_test_classes()
+        self._started = time.perf_counter()
 
     def _check_test_classes(self) -> None:
         bank_ids = [int(c) for c in self.memory.mem_cat_ids.tolist()]
@@ -316,11 +319,18 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         report_dir = self.report_dir()
         if not self.trainer.is_global_zero:
             return
+        seconds = time.perf_counter() - getattr(self, "_started", time.perf_counter())
         self.evaluate(self.results or [])
         if self.last_evals:
             from no_time_to_train.evaluation.reports import save_per_class_report
 
             save_per_class_report(self.last_evals, self.dataset, report_dir)
+        # The run's figures in one machine-readable file (scripts/ablate.py collects them).
+        n = len(self.dataset)
+        summary = {"stats": self.last_stats, "images": n, "test_seconds": round(seconds, 3),
+                   "seconds_per_image": round(seconds / max(n, 1), 4), "devices": self.trainer.world_size,
+                   "encoder": self.model_cfg.encoder_cfg.name, "sam2_cfg_file": self.model_cfg.sam2_cfg_file}  # fmt: skip
+        atomic_save_json(summary, os.path.join(report_dir, "summary.json"), indent=1)
 
     def report_dir(self) -> str:
         """Next to the logs; without a logger, next to the pictures of this dataset."""
@@ -389,7 +399,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def memory_meta(self) -> dict:
         enc = self.model_cfg.encoder_cfg
         names = getattr(self.dataset, "cat_names", None) if self.test_mode == "fill_memory" else None
-        return memory_io.make_meta(self.memory, enc.name, enc.img_size, names)
+        return memory_io.make_meta(self.memory, enc.name, enc.img_size, names, patch_size=enc.patch_size)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # ``state_dict`` holds only the bank (see below), never the frozen backbones.

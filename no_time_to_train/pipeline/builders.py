@@ -9,29 +9,46 @@ from no_time_to_train.errors import ConfigError
 
 
 def encoder_feat_dim(name: str) -> int:
-    from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS
+    """D of the encoder ``name`` (any family of ``checkpoints.encoder_zoo``); ConfigError if unknown."""
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 
-    if name not in DINOV2_VARIANTS:
+    return encoder_spec(name).feat_dim
+
+
+def check_patch_size(name: str, patch_size: int) -> None:
+    """``encoder_cfg.patch_size`` must be the named encoder's (it sets the token grid with img_size)."""
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
+
+    spec = encoder_spec(name)
+    if patch_size != spec.patch_size:
         raise ConfigError(
-            f"model_cfg.encoder_cfg.name={name!r} is not a known encoder; "
-            f"choose one of {sorted(DINOV2_VARIANTS)}."
+            f"--model.init_args.model_cfg.encoder_cfg.patch_size={patch_size}, but {name} has "
+            f"{spec.patch_size} x {spec.patch_size} patches. Set it to {spec.patch_size} (and img_size to a "
+            f"multiple of it; the reference uses {spec.img_size})."
         )
-    return DINOV2_VARIANTS[name].feat_dim
 
 
 def build_encoder(cfg: ModelCfg) -> nn.Module:
-    """DINOv2 patch-feature encoder from ``encoder_cfg`` / ``encoder_ckpt_path``."""
-    from no_time_to_train.checkpoints.loading import build_dinov2
-    from no_time_to_train.models.dinov2 import DinoV2Encoder
+    """The patch-feature encoder of ``encoder_cfg`` / ``encoder_ckpt_path``: DINOv2, DINOv3, CLIP
+    or Perception Encoder (``checkpoints.encoder_zoo``)."""
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 
     enc = cfg.encoder_cfg
-    encoder_feat_dim(enc.name)  # a ConfigError for unknown names
-    if enc.patch_size != DinoV2Encoder.patch_size:
-        raise ConfigError(
-            f"--model.init_args.model_cfg.encoder_cfg.patch_size={enc.patch_size}, but {enc.name} has "
-            f"{DinoV2Encoder.patch_size} x {DinoV2Encoder.patch_size} patches. Set it to {DinoV2Encoder.patch_size}."
-        )
-    return build_dinov2(enc.name, cfg.encoder_ckpt_path, img_size=enc.img_size)
+    spec = encoder_spec(enc.name)  # a ConfigError for unknown names
+    check_patch_size(enc.name, enc.patch_size)
+    if spec.family == "dinov2":
+        from no_time_to_train.checkpoints.loading import build_dinov2
+
+        if enc.pixel_stats not in ("default", "imagenet"):
+            raise ConfigError(
+                f"encoder_cfg.pixel_stats={enc.pixel_stats!r}: DINOv2 uses ImageNet statistics."
+            )
+        return build_dinov2(enc.name, cfg.encoder_ckpt_path, img_size=enc.img_size)
+    from no_time_to_train.checkpoints.encoder_loading import build_zoo_encoder
+
+    return build_zoo_encoder(
+        enc.name, cfg.encoder_ckpt_path, img_size=enc.img_size, pixel_stats=enc.pixel_stats
+    )
 
 
 def build_sam2_model(cfg: ModelCfg) -> nn.Module:

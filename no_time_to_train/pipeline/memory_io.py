@@ -27,12 +27,20 @@ CHECKED_FIELDS = {
     "length": "--model.init_args.model_cfg.memory_bank_cfg.length",
     "encoder": "--model.init_args.model_cfg.encoder_cfg.name",
     "img_size": "--model.init_args.model_cfg.encoder_cfg.img_size",
+    "patch_size": "--model.init_args.model_cfg.encoder_cfg.patch_size",
     "kmeans_k": "--model.init_args.model_cfg.sam2_infer_cfgs.kmeans_k",
     "n_pca_components": "--model.init_args.model_cfg.sam2_infer_cfgs.n_pca_components",
 }
 
 
-def make_meta(bank: MemoryBank, encoder: str, img_size: int, class_names: list[str] | None = None) -> dict:
+# Entries added after version 1 files were first written, with the value those files imply.
+IMPLIED = {"patch_size": 14}  # only DINOv2 (14 x 14 patches) existed then
+
+
+def make_meta(bank: MemoryBank, encoder: str, img_size: int, class_names: list[str] | None = None,
+              patch_size: int = 14) -> dict:  # fmt: skip
+    """What a memory file records: the bank's shape and statistics settings, the encoder (name,
+    input size, patch size) whose features it holds, and the classes."""
     return {
         "format_version": FORMAT_VERSION,
         "category_num": bank.category_num,
@@ -40,6 +48,7 @@ def make_meta(bank: MemoryBank, encoder: str, img_size: int, class_names: list[s
         "feat_dim": bank.feat_dim,
         "encoder": encoder,
         "img_size": img_size,
+        "patch_size": patch_size,
         "kmeans_k": bank.kmeans_k,
         "n_pca_components": bank.n_pca_components,
         "cat_ids": [int(c) for c in bank.mem_cat_ids.tolist()],
@@ -66,9 +75,9 @@ def check_meta(checkpoint: dict, expected: dict, path: str) -> dict:
             f"{FORMAT_VERSION}. Re-create it with fill_memory and postprocess_memory."
         )
     wrong = [
-        f"{k}: file has {meta.get(k)!r}, configuration has {expected[k]!r} ({flag})"
+        f"{k}: file has {meta.get(k, IMPLIED.get(k))!r}, configuration has {expected[k]!r} ({flag})"
         for k, flag in CHECKED_FIELDS.items()
-        if meta.get(k) != expected[k]
+        if meta.get(k, IMPLIED.get(k)) != expected[k]
     ]
     if wrong:
         raise CheckpointError(

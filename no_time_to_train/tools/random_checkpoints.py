@@ -132,6 +132,43 @@ def write_random_dinov2_checkpoint(name: str, path: str | os.PathLike, seed: int
     return Path(path)
 
 
+def random_zoo_vit(name: str, seed: int = 0) -> nn.Module:
+    """A randomly initialised timm model of a DINOv3, CLIP or PE encoder (``encoder_zoo.ZOO``),
+    every LayerScale gamma drawn from ``[0.1, 0.5]`` and every bias drawn (timm initialises
+    biases to zero, which would hide a converter that dropped them; CLIP's head has no bias in
+    OpenAI's file, so it stays zero)."""
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
+
+    spec = encoder_spec(name)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import timm
+
+    torch.manual_seed(seed)
+    vit = timm.create_model(spec.timm_name, pretrained=False)
+    generator = torch.Generator().manual_seed(seed)
+    low, high = _LAYER_SCALE_RANGE
+    with torch.no_grad():
+        for param_name, param in vit.named_parameters():
+            if param_name.endswith(("gamma_1", "gamma_2", ".gamma")):
+                param.uniform_(low, high, generator=generator)
+            elif (
+                param_name.endswith("bias")
+                and "norm" not in param_name
+                and not param_name.startswith("head.")
+            ):
+                param.normal_(0.0, 0.02, generator=generator)
+    return vit.eval()
+
+
+def write_random_zoo_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write :func:`random_zoo_vit` ``(name, seed)`` in its official file's layout
+    (``checkpoints.official_layouts.to_official``)."""
+    from no_time_to_train.checkpoints.official_layouts import to_official
+
+    _save(to_official(name, random_zoo_vit(name, seed).state_dict()), path)
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -172,19 +209,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip sam2_hiera_large.pt and dinov2/dinov2_vitl14_pretrain.pth (about 2 GB)",
     )
+    parser.add_argument(
+        "--encoders", nargs="+", default=[], metavar="NAME",
+        help="also write these encoders (dinov3_*, clip_*, PE-Spatial-*: encoder_cfg.name) at the paths "
+             "of the reference's configs, e.g. --encoders dinov3_small clip_b32 PE-Spatial-L14-448",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     args = parser.parse_args(argv)
     if not args.random_weights:
         parser.error("this tool only writes random weights; pass --random-weights to confirm")
-    if args.no_large and not args.small:
-        parser.error("nothing to write: --no-large without --small")
+    if args.no_large and not args.small and not args.encoders:
+        parser.error("nothing to write: --no-large without --small or --encoders")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
+
     jobs = ([] if args.no_large else _LARGE_SET) + (_SMALL_SET if args.small else [])
+    for name in args.encoders:
+        spec = encoder_spec(name)
+        kind = "dinov2" if spec.family == "dinov2" else "zoo"
+        jobs.append((kind, name, spec.ckpt_path.removeprefix("./checkpoints/")))
     dest = Path(args.dest)
     targets = [(kind, name, dest / rel) for kind, name, rel in jobs]
     existing = [str(path) for _, _, path in targets if path.exists()]
@@ -201,9 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_sam2_config(name)
             write_random_sam2_checkpoint(name, path, seed=args.seed)
             official = SAM2_CHECKPOINT_FILES[name].file_name
-        else:
+        elif kind == "dinov2":
             write_random_dinov2_checkpoint(name, path, seed=args.seed)
             official = DINOV2_VARIANTS[name].file_name
+        else:
+            write_random_zoo_checkpoint(name, path, seed=args.seed)
+            official = path.name
         size_mb = path.stat().st_size / 2**20
         print(f"  wrote {path} ({size_mb:.0f} MiB): RANDOM weights in the format of {official}")
     print("Replace these files with the real checkpoints before any real run (checkpoints/README.md).")

@@ -41,9 +41,12 @@ def test_api_and_cli_give_identical_banks_and_detections(tmp_path, synth, monkey
         ann["bbox"] = [max(0.0, x - 3), max(0.0, y - 2), w + 5, h + 4]
     train_json = tmp_path / "train_loose_boxes.json"
     train_json.write_text(json.dumps(data))
+    # One thread count on both sides: BLAS may round differently with other thread counts (by an
+    # ulp), and the count adapts to the machine's load when it is not fixed.
     base = [
         "test", "--config", FEWSHOT_CFG, "--config", _oracle_config(tmp_path, synth),
         "--model.init_args.dataset_cfgs.fill_memory.json_file", train_json,
+        "--model.init_args.model_cfg.compute_cfgs.num_threads", "2",
     ]  # fmt: skip
     mem, post, res = tmp_path / "memory.ckpt", tmp_path / "post.ckpt", tmp_path / "results.json"
     run_cli([*base, "--model.test_mode", "fill_memory", "--out_path", mem])
@@ -51,7 +54,9 @@ def test_api_and_cli_give_identical_banks_and_detections(tmp_path, synth, monkey
     run_cli([*base, "--model.test_mode", "test", "--ckpt_path", post, "--export_result", res])
 
     # The same references through the API: image, mask and the annotation's box, in pkl order.
-    seg = _oracle_api(synth)
+    cfg = ModelCfg()
+    cfg.compute_cfgs.num_threads = 2
+    seg = _oracle_api(synth, model_cfg=cfg)
     train = COCO(str(train_json))
     refs = load_reference_pkl(synth["reference_pkl"])
     for cat_id, name in zip(synth["category_ids"], synth["class_names"], strict=True):
