@@ -18,6 +18,11 @@ decoder transformer, upscaling of the kept prompts, DINOv2); everything else is 
 ``[N x 65536] @ [65536 x D]`` pooling, and all kept masks as float at full resolution with a full
 ``M @ M^T`` product per class for the merge -- and prints the speed-up and the largest differences.
 
+``--encoders NAME ...`` (or ``--encoders families``: the smallest member of each family) repeats
+the run once per feature encoder -- DINOv2, DINOv3, CLIP, Perception Encoder, at the reference's
+input size -- and prints their per-image times side by side; the ``dinov2`` stage is the feature
+encoder's forward pass, whatever its family.
+
 The class prototypes are taken from the ground-truth objects of the benchmark images themselves (an
 oracle memory bank), so that scoring, NMS and merge have work to do. With random weights SAM2
 predicts an IoU of about 0.5 for every prompt, so nearly every prompt passes ``iou_thr`` 0.4;
@@ -211,13 +216,19 @@ def _to_float(x):  # noqa: ANN001, ANN202
 
 def build_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """Random-weight SAM2 (official modules from the config) and DINOv2 (timm) on ``device``."""
+    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
     from no_time_to_train.checkpoints.loading import build_sam2
     from no_time_to_train.models.dinov2 import DinoV2Encoder
     from no_time_to_train.tools.random_checkpoints import random_dinov2_vit
 
     torch.manual_seed(args.seed)
     sam2 = build_sam2(sam2_config_name(args.sam2), None, device=device)
-    encoder = DinoV2Encoder(random_dinov2_vit(args.encoder, seed=args.seed)).to(device).eval()
+    if encoder_spec(args.encoder).family == "dinov2":
+        encoder = DinoV2Encoder(random_dinov2_vit(args.encoder, seed=args.seed)).to(device).eval()
+    else:  # DINOv3, CLIP, PE at the reference's input size, random weights
+        from no_time_to_train.checkpoints.encoder_loading import build_zoo_encoder
+
+        encoder = build_zoo_encoder(args.encoder, None).to(device).eval()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     if dtype is not None:
         sam2.image_encoder = _Autocast(sam2.image_encoder, dtype)
@@ -527,8 +538,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sam2", default="t", help="t, s, b+, l, or a config name (sam2_hiera_l.yaml, sam2.1_hiera_t.yaml)"
     )
     p.add_argument(
-        "--encoder", default="dinov2_small", help="dinov2_small, dinov2_base, dinov2_large, ... (_reg)"
-    )
+        "--encoder", default="dinov2_small",
+        help="any encoder_cfg.name: dinov2_small ... dinov2_giant_reg, dinov3_*, clip_*, PE-Spatial-*",
+    )  # fmt: skip
+    p.add_argument(
+        "--encoders", nargs="+", default=None, metavar="NAME",
+        help="run once per encoder and print a per-image table of them ('families': the smallest\n"
+             "member of each family: dinov2_small dinov3_small clip_b32 PE-Spatial-L14-448)",
+    )  # fmt: skip
     p.add_argument("--images", type=int, default=2, help="generated ~1024-px images (default 2)")
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--point-bs", type=int, default=256, help="testing_point_bs")
@@ -566,9 +583,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def encoder_table(argv: Sequence[str], names: list[str]) -> dict:
+    """One full run per encoder (``--encoder NAME``), then a table of their per-image figures."""
+    from no_time_to_train.checkpoints.encoder_zoo import SMALLEST, encoder_spec
+
+    if names == ["families"]:
+        names = list(SMALLEST.values())
+    rest, skip = [], False
+    for a in argv:  # the other arguments, without --encoders / --json and their values
+        if skip and not a.startswith("--"):
+            continue
+        skip = a in ("--encoders", "--json", "--encoder")
+        if not skip:
+            rest.append(a)
+    results = {name: main([*rest, "--encoder", name]) for name in names}
+    lines = ["", "PER-IMAGE TIME BY ENCODER (test step, same images, prompts and segmenter)",
+             f"{'encoder':22s} {'input':>9s} {'grid':>5s} {'D':>5s} {'encoder s':>10s} {'total s':>9s}"]  # fmt: skip
+    for name, r in results.items():
+        spec = encoder_spec(name)
+        sec = r["ours"]["seconds_per_image"]
+        lines.append(f"{name:22s} {spec.img_size:>5d}/{spec.patch_size:<3d} {spec.img_size // spec.patch_size:>5d} "
+                     f"{spec.feat_dim:>5d} {sec['dinov2']:>10.3f} {r['ours']['total_per_image']:>9.3f}")  # fmt: skip
+    print("\n".join(lines))
+    return {"encoders": results}
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the report and return the figures (also written by ``--json``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.encoders:
+        table = encoder_table(argv, args.encoders)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(table, indent=2, default=_json_default))
+        return table
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
     adapt = args.threads is None  # --threads fixes the count; otherwise it follows the free CPUs

@@ -30,13 +30,14 @@ DINOV3_DOWNLOAD = (
     "link you receive into checkpoints/dinov3/checkpoints/."
 )
 CLIP_DOWNLOAD = (
-    "OpenAI's CLIP weights come as TorchScript archives ({jit}, https://openaipublic.azureedge.net/clip/...); "
-    "the configs read a plain state dict: `python -m no_time_to_train.tools.clip_state_dict {jit} "
-    "checkpoints/clip/{file}` converts one (see checkpoints/README.md)."
+    "OpenAI's CLIP weights come as TorchScript archives ({jit}); the configs read a plain state dict: "
+    "`bash checkpoints/download_checkpoints.sh --clip` downloads and converts them, or "
+    "`python -m no_time_to_train.tools.clip_state_dict {jit} checkpoints/clip/{file}` converts your copy."
 )
 PE_DOWNLOAD = (
-    "Perception Encoder weights are on the Hugging Face hub (facebook/{repo}, under Meta's licence for "
-    "them: accept it on the model page); download {file} into checkpoints/pe/."
+    "Perception Encoder weights are on the Hugging Face hub (facebook/{repo}, Apache-2.0; the model page "
+    "may ask you to log in and accept its terms): `bash checkpoints/download_checkpoints.sh --pe`, or put "
+    "{file} into checkpoints/pe/."
 )
 
 

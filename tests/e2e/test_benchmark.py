@@ -122,3 +122,17 @@ def test_decoder_flops_match_a_flop_counter(benchmark):
     # About 3.6 GFLOP per prompt for the official decoder; ours does half of it.
     assert 3.5e9 < 2 * official < 3.8e9
     assert macs["ours_transformer_per_prompt"] + macs["ours_upscaling_per_kept"] < 0.55 * official
+
+
+def test_per_encoder_table(benchmark, capsys):
+    result = benchmark.main(["--encoders", "dinov3_small", "clip_b32", "--points-per-side", "2", "--images", "1",
+                             "--warmup", "0"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "PER-IMAGE TIME BY ENCODER" in printed
+    for name, grid in (("dinov3_small", 37), ("clip_b32", 7)):
+        row = next(line for line in printed.splitlines() if line.startswith(name))
+        enc_s, total_s = (float(v) for v in row.split()[-2:])
+        assert f" {grid} " in row and 0 < enc_s < total_s
+        assert result["encoders"][name]["ours"]["seconds_per_image"]["dinov2"] == pytest.approx(
+            enc_s, abs=1e-3
+        )
