@@ -118,6 +118,7 @@ class FewShotSegmenter:
         self.proposer = proposer.to(self.device).eval()
         self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
         self._refs: list[references.ReferenceEntry] = []
+        self._negs: list[references.ReferenceEntry] = []
         self.segmenter: ReferenceSegmenter | None = None
         self.progress = True
         """Progress bars in ``add_reference`` (several instances) and ``predict``; False: silent."""
@@ -215,11 +216,36 @@ class FewShotSegmenter:
                 annotation ``bbox`` in ``fill_memory``); alone, SAM2 turns them into masks. Without
                 boxes the crop window is the mask's tight box.
         """
+        entries = self._encode_instances(image, label, masks, boxes, "add_reference")
+        self._refs += entries
+        self.segmenter = None  # the memory must be rebuilt
+        return len(entries)
+
+    @torch.inference_mode()
+    def add_negative(
+        self,
+        image: ImageLike,
+        label: str | int | Sequence[str | int],
+        masks: np.ndarray | torch.Tensor | None = None,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> int:
+        """Add negative references: things that look like class ``label`` but are not (e.g. false
+        positives the segmenter made). Same arguments as :meth:`add_reference`; returns how many.
+
+        With any negative, ``predict`` scores with negatives (the CLI's ``with_negative_refs``): a
+        proposal that resembles a negative of its class more than the class itself is penalised.
+        """
+        entries = self._encode_instances(image, label, masks, boxes, "add_negative")
+        self._negs += entries
+        self.segmenter = None
+        return len(entries)
+
+    def _encode_instances(self, image, label, masks, boxes, what: str) -> list[references.ReferenceEntry]:  # noqa: ANN001
         pil = as_pil_rgb(image)
         box_arr = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if masks is None:
             if box_arr is None:
-                raise UserInputError("add_reference needs masks or boxes for the reference instances.")
+                raise UserInputError(f"{what} needs masks or boxes for the instances.")
             masks = self.boxes_to_masks(pil, box_arr)
         m = torch.as_tensor(np.asarray(masks)).bool()
         m = m[None] if m.ndim == 2 else m
@@ -234,9 +260,10 @@ class FewShotSegmenter:
             raise UserInputError(f"Got {len(labels)} labels for {m.shape[0]} instances.")
         classes = [self._class_index(x) for x in labels]
         img = pil_to_tensor(pil)
+        entries: list[references.ReferenceEntry] = []
         encoder = self._reference_encoder()
         size = self.cfg.encoder_cfg.img_size
-        bar = tqdm(total=len(classes), desc="add_reference: encoding", unit="instance", leave=False,
+        bar = tqdm(total=len(classes), desc=f"{what}: encoding", unit="instance", leave=False,
                    disable=not self.progress or len(classes) < 2)  # fmt: skip
         for i, (c, mask) in enumerate(zip(classes, m, strict=True)):
             if not mask.any():
@@ -254,11 +281,10 @@ class FewShotSegmenter:
                     f"A reference of class {self.class_names[c]!r} is too small: no patch of the "
                     f"{size}x{size} crop samples it. Use a larger instance."
                 )
-            self._refs.append(entry)
+            entries.append(entry)
             bar.update()
         bar.close()
-        self.segmenter = None  # the memory must be rebuilt
-        return len(classes)
+        return entries
 
     def _reference_encoder(self) -> ReferenceSegmenter:
         return ReferenceSegmenter(
@@ -292,11 +318,17 @@ class FewShotSegmenter:
         bank = references.build_bank(
             self._refs, len(self.class_names), self.feat_dim, inf.kmeans_k, inf.n_pca_components
         )
-        self._use_bank(bank)
+        negatives = None
+        if self._negs:
+            negatives = references.build_bank(
+                self._negs, len(self.class_names), self.feat_dim, inf.kmeans_k, inf.n_pca_components
+            )
+        self._use_bank(bank, negatives)
 
-    def _use_bank(self, bank: MemoryBank) -> None:
+    def _use_bank(self, bank: MemoryBank, negatives: MemoryBank | None = None) -> None:
         self.segmenter = ReferenceSegmenter(
             bank.to(self.device),
+            negatives=negatives.to(self.device) if negatives is not None else None,
             encoder=self.encoder,
             proposer=self.proposer,
             infer_cfg=self.cfg.sam2_infer_cfgs,
@@ -313,7 +345,7 @@ class FewShotSegmenter:
         if self.segmenter is None:
             self.build_memory()
         bank = self.segmenter.memory
-        memory_io.write(path, bank, self._meta(bank))
+        memory_io.write(path, bank, self._meta(bank), negatives=self.segmenter.negatives)
 
     def load_memory(self, path: str) -> None:
         """Load a postprocessed memory file written by ``save_memory`` or the CLI."""
@@ -332,8 +364,15 @@ class FewShotSegmenter:
         memory_io.require_postprocessed(
             bank, f"load_memory({path!r})", "a file written by postprocess_memory or save_memory"
         )
-        self._refs = []
-        self._use_bank(bank)
+        negatives = None
+        if memory_io.has_negatives(ckpt["state_dict"]):
+            neg_len = int((meta.get("negatives") or {}).get("length", 1))
+            negatives = MemoryBank(c, neg_len, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
+            memory_io.load_negative_state(negatives, ckpt["state_dict"], path)
+            if not negatives.is_postprocessed:
+                negatives = None  # fill_memory_neg's output: run postprocess_memory_neg to use them
+        self._refs, self._negs = [], []
+        self._use_bank(bank, negatives)
 
     # ------------------------------------------------------------------ inference
     def _cpu_note(self) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TestMode = Literal["none", "fill_memory", "postprocess_memory", "vis_memory", "test"]
+TestMode = Literal[
+    "none", "fill_memory", "postprocess_memory", "vis_memory", "test",
+    "test_support", "fill_memory_neg", "postprocess_memory_neg",
+]  # fmt: skip
 
 
 def _split_names(value: str | list[str] | None) -> list[str]:
@@ -46,6 +49,13 @@ class Sam2InferCfg:
     add_no_mem_embed: bool = False
     """Add SAM2's ``no_mem_embed`` to the image embedding like ``SAM2ImagePredictor`` does. The
     reference skips it; default False reproduces its numbers."""
+    with_negative_refs: bool = False
+    """Score with negative references too (the memory file's negatives, from test_support ->
+    fill_memory_neg -> postprocess_memory_neg): a proposal that resembles a known false positive
+    of its class more than the class itself is penalised (see README, Negative references)."""
+    negative_score_thr: float = 0.2
+    """Negative sampling keeps only false positives scoring at least this (the reference declares
+    the key without reading it)."""
 
 
 @dataclass
@@ -94,6 +104,8 @@ class MemoryBankCfg:
     """Number of classes in the bank; must equal the number of selected classes."""
     length: int = 10
     """Reference instances (shots) per class."""
+    length_negative: int = 10
+    """Negative references (false positives of the support set) kept per class, at most."""
 
 
 @dataclass
@@ -194,6 +206,9 @@ class DatasetCfgs:
 
     fill_memory: FillMemoryDatasetCfg = field(default_factory=FillMemoryDatasetCfg)
     test: TestDatasetCfg = field(default_factory=TestDatasetCfg)
+    support: TestDatasetCfg | None = None
+    """Images with ground truth that test_support segments to find false positives (negative
+    references), e.g. part of train2017 disjoint from the test images."""
 
 
 @dataclass

@@ -75,13 +75,17 @@ class OracleMatcherModel(Sam2MatcherLightningModel):
     """The real LightningModule with the two networks replaced by the colour oracles."""
 
     def __init__(self, *args, class_colors: list[list[int]] | None = None,
-                 distractor_colors: list[list[int]] | None = None, **kwargs):  # fmt: skip
+                 distractor_colors: list[list[int]] | None = None,
+                 confuser_colors: list[list[int]] | None = None, **kwargs):  # fmt: skip
         self.class_colors = [tuple(c) for c in class_colors or []]
         self.distractor_colors = [tuple(c) for c in distractor_colors or []]
+        # The encoder tells a confuser's shade from its class's (as a real encoder sees another
+        # shape or texture); the proposer does not (it proposes confusers as objects of the class).
+        self.confuser_colors = [tuple(c) for c in confuser_colors or []]
         super().__init__(*args, **kwargs)
 
     def anchors(self) -> list:
-        return self.class_colors + self.distractor_colors + GREYS
+        return self.class_colors + self.distractor_colors + self.confuser_colors + GREYS
 
     def feature_dim(self) -> int:
         return len(self.anchors())

@@ -24,7 +24,7 @@ from no_time_to_train.errors import UserInputError
 from no_time_to_train.io_utils import atomic_save_json, check_output_path
 from no_time_to_train.pipeline import memory_io
 
-MEMORY_MODES = ("fill_memory", "postprocess_memory")
+MEMORY_MODES = ("fill_memory", "postprocess_memory", "fill_memory_neg", "postprocess_memory_neg")
 
 TEST_DESCRIPTION = """\
 Runs one step of the method, chosen by --model.test_mode: fill_memory (encode the reference set
@@ -107,6 +107,24 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             help="Where fill_memory / postprocess_memory write the memory file.",
         )
         parser.add_argument(
+            "--out_support_res",
+            type=str | None,
+            default=None,
+            help="test_support: write the support set's raw results (COCO json) here.",
+        )
+        parser.add_argument(
+            "--out_neg_pkl",
+            type=str | None,
+            default=None,
+            help="test_support writes the negative reference set here; fill_memory_neg reads it.",
+        )
+        parser.add_argument(
+            "--out_neg_json",
+            type=str | None,
+            default=None,
+            help="test_support writes the negatives' COCO json (masks) here; fill_memory_neg reads it.",
+        )
+        parser.add_argument(
             "--export_result",
             type=str | None,
             default=None,
@@ -141,6 +159,19 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             )
         self._refuse_overwriting_inputs(args)
         self._check_outputs_writable(args)
+        if mode in ("test_support", "fill_memory_neg") and not ckpt:
+            raise UserInputError(
+                f"--model.test_mode {mode} starts from the postprocessed positive memory: pass --ckpt_path "
+                "memory_postprocessed.ckpt."
+            )
+        if mode == "fill_memory_neg":
+            for flag, path in (("--out_neg_pkl", args.out_neg_pkl), ("--out_neg_json", args.out_neg_json)):
+                if not path or not os.path.isfile(path):
+                    raise UserInputError(
+                        f"fill_memory_neg reads the negatives test_support wrote: {flag} {path or '(not given)'} "
+                        "is not a file. Run --model.test_mode test_support with --out_neg_pkl and --out_neg_json first."
+                    )
+        self.model.negative_paths = (args.out_neg_pkl, args.out_neg_json)
         if ckpt:
             # Check the file against the config before the networks are built (minutes for SAM2-L +
             # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).
@@ -157,6 +188,10 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             check_output_path(args.out_path, "--out_path")
         if mode == "test" and args.export_result:
             check_output_path(args.export_result, "--export_result")
+        if mode == "test_support":
+            for flag in ("out_support_res", "out_neg_pkl", "out_neg_json"):
+                if args.get(flag):
+                    check_output_path(args[flag], f"--{flag}")
         if mode == "test" and opts.export_dir:
             check_output_path(opts.export_dir, "--model.init_args.model_cfg.test.export_dir", is_dir=True)
         if mode in ("vis_memory", "test") and (mode == "vis_memory" or opts.online_vis):
@@ -196,6 +231,10 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             if trainer.is_global_zero:
                 print(f"Memory bank ({mode}) saved to {args.out_path}")
             return
+        if mode == "test_support":
+            if trainer.is_global_zero:
+                write_support_outputs(self.model, args)
+            return
         if mode != "test" or not trainer.is_global_zero:
             return  # evaluation and the per-class report are the module's (on_test_epoch_end)
         results = self.model.results or []
@@ -207,6 +246,32 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             path = os.path.join("inst_to_segm", f"coco_inst_{name}_results.json")
             atomic_save_json(results, path)
             print(f"Results written to {path}")
+
+
+def write_support_outputs(module, args: Any) -> None:  # noqa: ANN001
+    """test_support's outputs: the raw results (``--out_support_res``) and the sampled negatives
+    (``--out_neg_pkl`` reference set + ``--out_neg_json`` masks), written atomically."""
+    from no_time_to_train.data.reference_sets import save_reference_pkl
+    from no_time_to_train.pipeline.negatives import sample_negatives
+
+    results, ds = module.results or [], module.dataset
+    if args.out_support_res:
+        atomic_save_json(results, args.out_support_res)
+        print(f"Support results ({len(results)} detections) written to {args.out_support_res}")
+    if not (args.out_neg_pkl or args.out_neg_json):
+        return
+    if not (args.out_neg_pkl and args.out_neg_json):
+        raise UserInputError(
+            "Negative sampling writes two files: pass both --out_neg_pkl and --out_neg_json."
+        )
+    cfg = module.model_cfg
+    refs, coco = sample_negatives(ds.coco, results, ds.cat_ids, cfg.memory_bank_cfg.length_negative,
+                                  cfg.sam2_infer_cfgs.negative_score_thr)  # fmt: skip
+    atomic_save_json(coco, args.out_neg_json)
+    save_reference_pkl(refs, args.out_neg_pkl)
+    counts = ", ".join(f"{ds.coco.cats[c]['name']} {len(v)}" for c, v in refs.items())
+    print(f"Negative references (false positives, at most {cfg.memory_bank_cfg.length_negative} per class): "
+          f"{counts}; written to {args.out_neg_pkl} and {args.out_neg_json}")  # fmt: skip
 
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:
@@ -221,7 +286,9 @@ def save_memory(trainer, path: str) -> None:  # noqa: ANN001
     run leaves any previous file intact. The bank is identical on every rank after fill."""
     module = trainer.lightning_module
     if trainer.is_global_zero:
-        memory_io.write(path, module.memory, module.memory_meta())
+        memory_io.write(
+            path, module.memory, module.memory_meta(), negatives=getattr(module, "memory_neg", None)
+        )
     trainer.strategy.barrier("save_memory")
 
 

@@ -22,7 +22,7 @@ from no_time_to_train.config import DataLoadCfgs, DatasetCfgs, ModelCfg, TestMod
 from no_time_to_train.config import validate as validate_config
 from no_time_to_train.data.coco_checks import has_mask
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
-from no_time_to_train.errors import ConfigError
+from no_time_to_train.errors import ConfigError, DatasetError
 from no_time_to_train.evaluation.coco_eval import evaluate_coco
 from no_time_to_train.evaluation.coco_results import encode_detections, gather_indexed
 from no_time_to_train.io_utils import atomic_save_json
@@ -33,6 +33,7 @@ from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, one_thread_worker, usable_cpus
 
 SUPPORTED_MODELS = ("matching_baseline_noamg",)
+NEGATIVE_MODES = ("fill_memory_neg", "postprocess_memory_neg")
 
 
 class _Single(Dataset):
@@ -81,6 +82,16 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self.memory = MemoryBank(
             bank.category_num, bank.length, self.feature_dim(), infer.kmeans_k, infer.n_pca_components
         )
+        # Negative references (false positives of the support set), in the same memory file.
+        self.memory_neg: MemoryBank | None = None
+        if infer.with_negative_refs or test_mode in NEGATIVE_MODES:
+            if bank.length_negative < 1:
+                raise ConfigError(
+                    f"memory_bank_cfg.length_negative must be >= 1, got {bank.length_negative}."
+                )
+            self.memory_neg = self._new_negative_bank()
+        self.negative_paths: tuple[str | None, str | None] = (None, None)
+        """(--out_neg_pkl, --out_neg_json): the negative reference set fill_memory_neg reads."""
         self.segmenter: ReferenceSegmenter | None = None
         self.dataset: Dataset | None = None
         self._outputs: list[tuple[int, Any]] = []
@@ -92,6 +103,14 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self.last_stats: dict = {}
 
     # ------------------------------------------------------------------ components
+    def _new_negative_bank(self) -> MemoryBank:
+        bank, infer = self.model_cfg.memory_bank_cfg, self.model_cfg.sam2_infer_cfgs
+        return MemoryBank(bank.category_num, bank.length_negative, self.feature_dim(), infer.kmeans_k,
+                          infer.n_pca_components)  # fmt: skip
+
+    def _uses_negatives(self) -> bool:
+        return self.test_mode == "test" and self.model_cfg.sam2_infer_cfgs.with_negative_refs
+
     def feature_dim(self) -> int:
         return encoder_feat_dim(self.model_cfg.encoder_cfg.name)
 
@@ -128,15 +147,48 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             )  # fmt: skip
             self._check_class_count(len(ds.cat_ids), "dataset_cfgs.fill_memory")
             return ds
-        if mode == "test":
-            c = self.dataset_cfgs.test
-            self._check_dataset_cfg(c, "test")
+        if mode in ("test", "test_support"):
+            c, where = self._target_cfg(mode)
+            self._check_dataset_cfg(c, where)
             bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
             return COCORefTestDataset(
                 root=c.root, json_file=c.json_file, image_size=c.image_size, class_split=c.class_split,
                 cat_names=c.cat_names, cat_ids=None if -1 in bank_ids else bank_ids,
             )  # fmt: skip
+        if mode == "fill_memory_neg":
+            return self._negative_dataset()
         return _Single()
+
+    def _target_cfg(self, mode: str) -> tuple[Any, str]:
+        if mode != "test_support":
+            return self.dataset_cfgs.test, "test"
+        if self.dataset_cfgs.support is None:
+            raise ConfigError(
+                "test_support segments the support set: set dataset_cfgs.support (root, json_file; images with "
+                "ground truth, disjoint from the test images), e.g. --model.init_args.dataset_cfgs.support.root DIR "
+                "--model.init_args.dataset_cfgs.support.json_file FILE."
+            )
+        return self.dataset_cfgs.support, "support"
+
+    def _negative_dataset(self) -> Dataset:
+        pkl, js = self.negative_paths
+        if not pkl or not js:
+            raise ConfigError(
+                "fill_memory_neg reads the negatives test_support wrote: pass --out_neg_pkl and --out_neg_json."
+            )
+        support, fill = self._target_cfg("test_support")[0], self.dataset_cfgs.fill_memory
+        ds = COCOMemoryFillCropDataset(
+            root=support.root, json_file=js, memory_pkl=pkl, image_size=fill.image_size,
+            memory_length=self.model_cfg.memory_bank_cfg.length_negative, context_ratio=fill.context_ratio,
+            class_split=fill.class_split, cat_names=fill.cat_names, where="--out_neg_json", at_most=True,
+        )  # fmt: skip
+        bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
+        if ds.cat_ids != bank_ids:
+            raise ConfigError(
+                f"The negatives in {js} select classes {ds.cat_ids} but the memory bank holds {bank_ids}: use the "
+                "fill_memory class selection (dataset_cfgs.fill_memory.class_split / cat_names) here too."
+            )
+        return ds
 
     @staticmethod
     def _check_dataset_cfg(c: Any, where: str) -> None:
@@ -168,25 +220,35 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             raise ConfigError(
                 "Choose a mode: --model.test_mode fill_memory|postprocess_memory|vis_memory|test."
             )
-        c = self.dataset_cfgs.test
+        c = self.dataset_cfgs.support if self.test_mode == "test_support" else self.dataset_cfgs.test
         # Without an explicit class selection the test classes are the memory bank's, which are
-        # known only once --ckpt_path is restored (after setup): build that dataset lazily.
-        lazy = self.test_mode == "test" and not (c.cat_names or c.class_split)
+        # known only once --ckpt_path is restored (after setup): build that dataset lazily. The
+        # negatives' dataset is checked against the restored bank's classes.
+        lazy = (self.test_mode in ("test", "test_support") and not (c is not None and (c.cat_names or c.class_split))
+                or self.test_mode == "fill_memory_neg")  # fmt: skip
         self.dataset = None if lazy else self.build_dataset(self.test_mode)
         self._configure_cpu_threads()
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = self.model_cfg.allow_tf32
             torch.backends.cudnn.allow_tf32 = self.model_cfg.allow_tf32
-        needs_encoder = self.test_mode in ("fill_memory", "vis_memory", "test")
+        needs_encoder = self.test_mode in (
+            "fill_memory",
+            "vis_memory",
+            "test",
+            "test_support",
+            "fill_memory_neg",
+        )
+        needs_proposer = self.test_mode in ("test", "test_support")
         if self.segmenter is None:
-            self._check_checkpoints(needs_encoder, self.test_mode == "test")
+            self._check_checkpoints(needs_encoder, needs_proposer)
             self.segmenter = ReferenceSegmenter(
                 self.memory,
                 encoder=self.build_encoder() if needs_encoder else None,
-                proposer=self.build_proposer() if self.test_mode == "test" else None,
+                proposer=self.build_proposer() if needs_proposer else None,
                 infer_cfg=self.model_cfg.sam2_infer_cfgs,
                 compute_cfg=self.model_cfg.compute_cfgs,
                 precision=self.model_cfg.encoder_precision,
+                negatives=self.memory_neg if self._uses_negatives() else None,
             )
         self._outputs = []
         self.results = None
@@ -221,11 +283,21 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def on_test_start(self) -> None:
         if self.test_mode == "fill_memory" and self.memory.is_filled:
             raise ConfigError("fill_memory starts from an empty bank; do not pass --ckpt_path in this mode.")
-        if self.test_mode in ("test", "vis_memory"):
+        if self.test_mode in ("test", "vis_memory", "test_support", "fill_memory_neg"):
             memory_io.require_postprocessed(self.memory, f"--model.test_mode {self.test_mode}")
         if self.test_mode == "postprocess_memory" and not self.memory.is_filled:
             raise ConfigError("postprocess_memory needs --ckpt_path of a memory file written by fill_memory.")
-        if self.test_mode == "test":
+        if self.test_mode == "fill_memory_neg" and self.memory_neg.is_filled:
+            self.memory_neg = self._new_negative_bank().to(
+                self.device
+            )  # negatives are re-sampled: start empty
+        if self.test_mode == "postprocess_memory_neg" and not self.memory_neg.is_filled:
+            raise ConfigError(
+                "postprocess_memory_neg needs --ckpt_path of a memory file written by fill_memory_neg."
+            )
+        if self._uses_negatives():
+            memory_io.require_negatives(self.memory_neg, "--model.test_mode test")
+        if self.test_mode in ("test", "test_support"):
             self._check_test_classes()
         self._started = time.perf_counter()
 
@@ -251,7 +323,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         item = batch[0]
         if getattr(self, "_cpu_share", None):
             adapt_cpu_threads(self._cpu_share)
-        if self.test_mode == "fill_memory":
+        if self.test_mode in ("fill_memory", "fill_memory_neg"):
             entry = references.encode_crop(self.segmenter, item["image"], item["mask"], item["class_idx"])
             self._outputs.append((item["index"], (entry, item["slot"])))
         elif self.test_mode == "postprocess_memory":
@@ -259,13 +331,19 @@ class Sam2MatcherLightningModel(pl.LightningModule):
                 print("The memory is already postprocessed; writing it unchanged.")
             else:
                 self.memory.postprocess()
-        elif self.test_mode == "test":
+        elif self.test_mode == "postprocess_memory_neg":
+            if self.memory_neg.is_postprocessed:
+                print("The negatives are already postprocessed; writing them unchanged.")
+            else:
+                self.memory_neg.postprocess()
+        elif self.test_mode in ("test", "test_support"):
             dets = self.segmenter.predict(item["image"][None], tuple(item["ori_size"]))
             records = encode_detections(
                 dets.masks, dets.boxes, dets.scores, dets.labels, item["img_id"], self.dataset.cat_inds_to_ids
             )
             self._outputs.append((item["index"], records))
-            self.after_prediction(item, dets)
+            if self.test_mode == "test":
+                self.after_prediction(item, dets)
         elif self.test_mode == "vis_memory":
             self.visualize_reference(item)
 
@@ -305,7 +383,21 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.test_mode == "fill_memory":
             self._finish_fill()
-        elif self.test_mode == "test":
+        elif self.test_mode == "fill_memory_neg":
+            items = gather_indexed(self._outputs)
+            if len(items) != len(self.dataset):
+                raise RuntimeError(
+                    f"fill_memory_neg gathered {len(items)} negatives, expected {len(self.dataset)}"
+                )
+            if not items:
+                raise DatasetError(
+                    f"{self.negative_paths[0]} holds no negative reference: test_support found no false positive "
+                    "scoring at least sam2_infer_cfgs.negative_score_thr. There is nothing to penalise; run test "
+                    "without with_negative_refs (or lower negative_score_thr and run test_support again)."
+                )
+            references.fill_bank(self.memory_neg, [e for e, _ in items], [slot for _, slot in items])
+            self.memory_neg.mem_cat_ids.copy_(self.memory.mem_cat_ids)
+        elif self.test_mode in ("test", "test_support"):
             per_image = gather_indexed(self._outputs)
             self.results = [r for records in per_image for r in records]
             self._evaluate_and_report()
@@ -415,9 +507,12 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             print(f"Memory bank restored from {path} ({state}; no network weights are in that file).")
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: ANN201
-        # Only the bank is stored; backbones come from their own checkpoints.
+        # Only the banks are stored; backbones come from their own checkpoints.
         path = self.memory_path or "the memory file"
-        return memory_io.load_bank_state(self.memory, state_dict, path)
+        out = memory_io.load_bank_state(self.memory, state_dict, path)
+        if self.memory_neg is not None and memory_io.has_negatives(state_dict):
+            memory_io.load_negative_state(self.memory_neg, state_dict, path)
+        return out
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict:
         """Only the memory bank: this is what ``--out_path`` files contain."""

@@ -44,7 +44,10 @@ class COCOMemoryFillCropDataset(Dataset):
         class_split: str | None = None,
         cat_names: list[str] | None = None,
         where: str = "dataset_cfgs.fill_memory",
+        at_most: bool = False,
     ):
+        """``at_most``: a class may have 0 to ``memory_length`` entries (negative references)
+        instead of exactly ``memory_length``."""
         self.root, self.image_size, self.context_ratio = root, image_size, context_ratio
         self.coco = load_coco(json_file, f"{where}.json_file")
         self.cat_ids, self.cat_names = select_categories(self.coco, cat_names, class_split, where)
@@ -54,13 +57,20 @@ class COCOMemoryFillCropDataset(Dataset):
         for cat_id in self.cat_ids:
             entries = refs.get(cat_id)
             name = self.coco.cats[cat_id]["name"]
-            if not entries:
+            if at_most:
+                entries = list(entries or [])
+                if len(entries) > memory_length:
+                    raise DatasetError(
+                        f"{memory_pkl} has {len(entries)} negative references for class '{name}' (id {cat_id}), "
+                        f"more than memory_bank_cfg.length_negative ({memory_length})."
+                    )
+            elif not entries:
                 raise DatasetError(
                     f"The reference pickle {memory_pkl} has no references for class '{name}' (id {cat_id}). "
                     "Re-create it for the selected classes (no_time_to_train/dataset/few_shot_sampling.py, or "
                     "coco_to_pkl.py for a custom json), or select fewer classes."
                 )
-            if len(entries) != memory_length:
+            if not at_most and len(entries) != memory_length:
                 raise DatasetError(
                     f"The reference pickle {memory_pkl} has {len(entries)} references for class '{name}' "
                     f"(id {cat_id}) but memory_bank_cfg.length is {memory_length}. Use the same number of shots "

@@ -165,7 +165,37 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, bgr: tup
     img[ys, xs] = np.clip(np.asarray(bgr, np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-def _draw_image(rng, width, height, spec, class_slots, n_distractors):
+CONFUSER_SHIFT = 34  # confusers: the class colour with its strongest channel this much darker
+CONFUSER_JITTER = 40  # with confusers, each object's colour also varies by up to this per channel
+
+
+def confuser_color(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A class's confuser colour: close to the class colour (SAM-like proposals and a colour
+    encoder mistake one for the other) yet distinct."""
+    c = list(bgr)
+    k = int(np.argmax(c))
+    c[k] = max(0, c[k] - CONFUSER_SHIFT)
+    return tuple(c)
+
+
+def _draw_confusers(rng, img, occupied, boxes, spec, n: int) -> None:
+    """``n`` unannotated shapes that share a class's colour (nearly) but not its shape family."""
+    side = min(img.shape[:2])
+    cats = sorted(spec["color"])
+    for _ in range(n):
+        cat = cats[int(rng.integers(len(cats)))]
+        others = [f for f in SHAPE_FAMILIES if f != spec["family"][cat]]
+        for _attempt in range(30):
+            family = others[int(rng.integers(len(others)))]
+            placed = _place(
+                rng, family, occupied, boxes, rng.uniform(0.12, 0.3) * side, int(rng.integers(0, 20))
+            )
+            if placed is not None:
+                _paint(rng, img, placed[0], confuser_color(spec["color"][cat]))
+                break
+
+
+def _draw_image(rng, width, height, spec, class_slots, n_distractors, n_confusers=0):
     """Draw one BGR image. ``class_slots``: [(cat_id, must_be_valid)]. Returns (img, [(cat_id, mask, polys)]).
 
     A slot that cannot be placed cleanly is dropped, so an image may hold fewer objects than slots.
@@ -185,7 +215,11 @@ def _draw_image(rng, width, height, spec, class_slots, n_distractors):
             placed = _place(rng, spec["family"][cat_id], occupied, boxes, size, margin, required)
             if placed is None:
                 continue
-            _paint(rng, img, placed[0], spec["color"][cat_id])
+            color = spec["color"][cat_id]
+            if spec.get("jitter"):  # instances of a class vary in shade (the confuser datasets)
+                j = spec["jitter"]
+                color = tuple(int(np.clip(v + rng.integers(-j, j + 1), 0, 255)) for v in color)
+            _paint(rng, img, placed[0], color)
             objects.append((cat_id, *placed))
             break
     for _ in range(n_distractors):
@@ -197,6 +231,8 @@ def _draw_image(rng, width, height, spec, class_slots, n_distractors):
                 distractors = spec["distractor_colors"]
                 _paint(rng, img, placed[0], distractors[int(rng.integers(len(distractors)))])
                 break
+    if n_confusers:  # after everything else: without confusers the images are unchanged
+        _draw_confusers(rng, img, occupied, boxes, spec, n_confusers)
     return img, objects
 
 
@@ -256,6 +292,7 @@ def generate_coco_dataset(
     train_dirname: str = "train2017",
     val_dirname: str = "val2017",
     overwrite: bool = False,
+    confusers: int = 0,
 ) -> dict:
     """Write the dataset under ``out_dir`` (see the module docstring) and return where things are.
 
@@ -269,6 +306,11 @@ def generate_coco_dataset(
     ``reference_pkl`` (str paths), ``category_ids`` and ``class_names`` (drawn classes, ascending id),
     ``class_colors`` ({category_id: (r, g, b)}), ``shape_families`` ({category_id: family}),
     ``distractor_colors`` ([(r, g, b)]) and ``num_images`` / ``num_annotations`` ({"train", "val"}).
+    ``confusers``: up to this many unannotated shapes per image with a class's colour darkened by
+    ``CONFUSER_SHIFT`` on its strongest channel and another shape family (their colours are
+    ``confuser_colors``, {category_id: (r, g, b)}); the annotated objects then also vary in shade
+    (up to ``CONFUSER_JITTER`` per channel), so that true objects and confusers overlap in score.
+    0 leaves every image as without the option.
     Raises ValueError for bad arguments and DatasetError before overwriting a non-synthetic json.
     """
     name_to_id = {n: i for i, n in COCO_CATEGORIES}
@@ -302,7 +344,8 @@ def generate_coco_dataset(
 
     bgr = dict(zip(cat_ids, _palette(n_cls, 255), strict=True))
     families = {c: SHAPE_FAMILIES[i % len(SHAPE_FAMILIES)] for i, c in enumerate(cat_ids)}
-    spec = {"color": bgr, "family": families, "distractor_colors": _palette(n_cls, 150)}
+    spec = {"color": bgr, "family": families, "distractor_colors": _palette(n_cls, 150),
+            "jitter": CONFUSER_JITTER if confusers else 0}  # fmt: skip
     ext = ".jpg" if image_format == "jpg" else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     img_id, ann_id, counts = 1, 1, {}
@@ -323,7 +366,8 @@ def generate_coco_dataset(
                 slots = _class_slots(rng, cat_ids, deficit, nonempty_left, max_instances)
                 nonempty_left -= 1
             n_distractors = int(rng.integers(1, 4)) if i in empty else int(rng.integers(0, 3))
-            img, objects = _draw_image(rng, width, height, spec, slots, n_distractors)
+            n_conf = int(rng.integers(0, confusers + 1)) if confusers else 0
+            img, objects = _draw_image(rng, width, height, spec, slots, n_distractors, n_conf)
             name = f"{img_id:012d}{ext}"
             (img_dirs[split] / name).write_bytes(cv2.imencode(ext, img, params)[1].tobytes())
             images.append({"license": 1, "file_name": name, "height": height, "width": width, "id": img_id})
@@ -365,6 +409,7 @@ def generate_coco_dataset(
         "class_colors": {c: bgr[c][::-1] for c in cat_ids},
         "shape_families": families,
         "distractor_colors": [c[::-1] for c in spec["distractor_colors"]],
+        "confuser_colors": {c: confuser_color(bgr[c])[::-1] for c in cat_ids},
         "num_images": {s: n for s, (n, _) in counts.items()},
         "num_annotations": {s: n for s, (_, n) in counts.items()},
     }

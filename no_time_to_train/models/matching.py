@@ -106,6 +106,48 @@ def label_and_score(embeddings: torch.Tensor, prototypes: torch.Tensor) -> tuple
     return scores, labels
 
 
+NEGATIVE_SIGMA = 0.8  # the reference's temperature of the negative penalty
+
+
+def negative_aware_similarity(
+    embeddings: torch.Tensor, class_means: torch.Tensor, negative_means: torch.Tensor,
+    negative_counts: torch.Tensor, sigma: float = NEGATIVE_SIGMA,
+) -> torch.Tensor:  # fmt: skip
+    """Per-class scores with negative references (the reference's formula).
+
+    ``pos_c = max(0, f . normalize(m_c))`` with ``m_c`` the class's mask-weighted mean feature
+    (``mem_feats_avg``: the class-level mean, not the mean of instance means used without
+    negatives); ``neg_c = max_j max(0, f . normalize(n_{c,j}))`` over the class's negative instance
+    means (0 for a class without negatives); ``score_c = pos_c * exp(-max(0, neg_c - pos_c) / sigma)``:
+    a proposal is penalised only when it resembles a known false positive of class c more than
+    class c itself.
+
+    Args:
+        embeddings: ``(N, D)`` normalised proposal features.
+        class_means: ``(C, D)``; negative_means: ``(C, L, D)``; negative_counts: ``(C,)`` filled
+            negative slots per class (slots ``0..count-1``).
+    Returns:
+        ``(N, C)`` scores in [0, 1].
+    """
+    pos = (embeddings @ F.normalize(class_means, dim=-1).T).clamp(min=0)
+    c, length, d = negative_means.shape
+    neg_all = (embeddings @ F.normalize(negative_means.reshape(c * length, d), dim=-1).T).clamp(min=0)
+    valid = torch.arange(length, device=embeddings.device)[None, :] < negative_counts[:, None].to(
+        embeddings.device
+    )
+    neg_all = neg_all.view(-1, c, length) * valid[None].to(neg_all.dtype)
+    neg = neg_all.amax(dim=2) if length else torch.zeros_like(pos)
+    return pos * torch.exp(-(neg - pos).clamp(min=0) / sigma)
+
+
+def label_and_score_sims(sims: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label and score from ``(N, C)`` similarities, with ``label_and_score``'s rules (topk, NaN rows)."""
+    top = torch.topk(sims, 1, dim=1)
+    scores, labels = top.values[:, 0], top.indices[:, 0]
+    scores = torch.where(torch.isnan(embeddings).any(dim=1), torch.full_like(scores, float("nan")), scores)
+    return scores, labels
+
+
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Inclusive XYXY boxes of boolean masks ``(N, H, W)``; ``(0, 0, 0, 0)`` for empty masks."""
     if masks.shape[0] == 0:

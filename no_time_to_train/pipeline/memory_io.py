@@ -20,6 +20,7 @@ from no_time_to_train.models.memory_bank import MemoryBank
 FORMAT_VERSION = 1
 META_KEY = "no_time_to_train_memory"
 PREFIX = "memory."
+NEG_PREFIX = "memory_neg."  # the negative references' bank (``with_negative_refs``), same buffers
 
 # Meta entries that must agree between a file and the configuration, with the flag that sets each.
 CHECKED_FIELDS = {
@@ -87,9 +88,39 @@ def check_meta(checkpoint: dict, expected: dict, path: str) -> dict:
     return meta
 
 
-def bank_state(state_dict: dict[str, Any]) -> dict[str, Any]:
+def bank_state(state_dict: dict[str, Any], prefix: str = PREFIX) -> dict[str, Any]:
     """The bank's own buffers from a checkpoint ``state_dict`` (``memory.`` prefix removed)."""
-    return {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def has_negatives(state_dict: dict[str, Any]) -> bool:
+    return any(k.startswith(NEG_PREFIX) for k in state_dict)
+
+
+def load_negative_state(bank: MemoryBank, state_dict: dict[str, Any], path: str = "the memory file") -> None:
+    """Load a file's ``memory_neg.*`` buffers into the negative bank (strict)."""
+    try:
+        bank.load_state_dict(bank_state(state_dict, NEG_PREFIX), strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: its negative references do not fit this configuration ({str(e).splitlines()[0]}); "
+            "memory_bank_cfg.length_negative must be the one they were sampled with. Re-create them with "
+            "fill_memory_neg and postprocess_memory_neg."
+        ) from e
+
+
+def require_negatives(bank: MemoryBank | None, what: str) -> None:
+    """``with_negative_refs`` needs a memory file whose negatives are postprocessed."""
+    if bank is not None and bank.is_postprocessed:
+        return
+    got = (
+        "negatives not yet postprocessed" if bank is not None and bank.is_filled else "no negative references"
+    )
+    raise CheckpointError(
+        f"{what} with --model.init_args.model_cfg.sam2_infer_cfgs.with_negative_refs True needs a memory file "
+        f"with postprocessed negatives, but it has {got}. Run test_support, fill_memory_neg and "
+        "postprocess_memory_neg first (README, Negative references), or drop with_negative_refs."
+    )
 
 
 def load_bank_state(bank: MemoryBank, state_dict: dict[str, Any], path: str = "the memory file") -> Any:
@@ -147,11 +178,16 @@ def read(path: str, mmap: bool = False) -> dict:
         ) from e
 
 
-def write(path: str, bank: MemoryBank, meta: dict) -> None:
-    """Write a memory file atomically, readable by ``--ckpt_path`` as well as the Python API."""
+def write(path: str, bank: MemoryBank, meta: dict, negatives: MemoryBank | None = None) -> None:
+    """Write a memory file atomically, readable by ``--ckpt_path`` as well as the Python API;
+    ``negatives`` (a filled negative bank) are stored under ``memory_neg.``."""
     import pytorch_lightning as pl
 
     state = {PREFIX + k: v.detach().cpu() for k, v in bank.state_dict().items()}
+    if negatives is not None and negatives.is_filled:
+        state |= {NEG_PREFIX + k: v.detach().cpu() for k, v in negatives.state_dict().items()}
+        meta = {**meta, "negatives": {"length": negatives.length, "postprocessed": negatives.is_postprocessed,
+                                      "counts": [int(c) for c in negatives.mem_fill_counts.tolist()]}}  # fmt: skip
     payload = {"state_dict": state, META_KEY: meta, "pytorch-lightning_version": pl.__version__,
                "epoch": 0, "global_step": 0}  # fmt: skip
     with atomic_open(path, "wb") as f:

@@ -68,14 +68,18 @@ class ReferenceSegmenter(nn.Module):
         infer_cfg: Sam2InferCfg | None = None,
         compute_cfg: ComputeCfg | None = None,
         precision: str = "fp32",
+        negatives: MemoryBank | None = None,
     ):
         """``precision`` ("fp32", "bf16", "fp16") autocasts the network forward passes only; the
-        matching steps always run in float32 on their float32 outputs."""
+        matching steps always run in float32 on their float32 outputs. ``negatives``: a
+        postprocessed bank of negative references per class; when given, proposals are scored
+        with ``matching.negative_aware_similarity`` (``with_negative_refs``)."""
         super().__init__()
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
         self.precision = precision
         self.memory = memory
+        self.negatives = negatives
         self.encoder = encoder
         self.proposer = proposer
         self.cfg = infer_cfg or Sam2InferCfg()
@@ -138,7 +142,14 @@ class ReferenceSegmenter(nn.Module):
         with record_function("ntt::pooling"):
             low_masks = proposals.logits > 0
             emb = matching.pool_mask_features(low_masks, feats, mode=self.compute.pooling)
-            scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
+            if self.negatives is None:
+                scores, labels = matching.label_and_score(emb, self.memory.prototypes().to(emb))
+            else:
+                neg = self.negatives
+                sims = matching.negative_aware_similarity(
+                    emb, self.memory.mem_feats_avg.to(emb), neg.mem_feats_ins_avg.to(emb), neg.mem_fill_counts
+                )
+                scores, labels = matching.label_and_score_sims(sims, emb)
         with record_function("ntt::nms"):
             boxes = matching.masks_to_boxes(low_masks)
             keep = matching.class_aware_nms(
