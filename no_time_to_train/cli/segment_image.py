@@ -147,6 +147,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thr", type=float, default=0.3, help="keep instances scoring above this")
     p.add_argument("--save-masks", action="store_true", help="also write one PNG per instance")
     p.add_argument("--save-memory", help="write the memory built from --refs here")
+    p.add_argument("--negatives", help="negative references: a folder laid out like --refs "
+                   "(<class name>/<image> + <stem>_mask.png) of things that are NOT the class (e.g. its false "
+                   "positives); proposals resembling them more than the class are penalised")  # fmt: skip
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="the four checkpoint settings at once: paper (SAM2-L + DINOv2-L, default), small "
                         "(SAM2-t + DINOv2-S) or random (random-weight stand-ins, written to "
@@ -161,6 +164,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.refs and not args.memory:
         p.error("give --refs (references) or --memory (a saved memory file)")
+    if args.negatives and args.memory:
+        p.error(
+            "--negatives go with --refs (a memory from --save-memory keeps the negatives it was built with)"
+        )
     if args.refs and args.refs.endswith(".json") and not args.ref_images:
         p.error("--refs with a COCO json needs --ref-images (the folder of its images)")
     return args
@@ -194,6 +201,14 @@ def run(args: argparse.Namespace) -> list[str]:
         api.silence_cpu_note()  # said here, in this command's own flag spelling
     for name, path, masks, boxes in tqdm(refs, desc="references", unit="image", disable=not refs):
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
+    negatives = read_reference_folder(args.negatives) if args.negatives else []
+    unknown = sorted({n for n, _, _ in negatives} - set(classes))
+    if unknown:
+        raise UserInputError(
+            f"--negatives {args.negatives}: class folder(s) {unknown} are not reference classes {classes}."
+        )
+    for name, path, masks in tqdm(negatives, desc="negatives", unit="image", disable=not negatives):
+        seg.add_negative(path, name, masks=masks)
     if args.save_memory:
         seg.save_memory(args.save_memory)
         print(f"Memory written to {args.save_memory} (reuse it with --memory {args.save_memory}).")

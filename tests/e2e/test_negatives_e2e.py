@@ -136,3 +136,47 @@ def test_modes_refuse_missing_inputs(tmp_path, monkeypatch, capsys):
     expect_user_error(capsys, [*base, "--model.test_mode", "test", "--ckpt_path", post, INFER, "True"],
                       "with_negative_refs True needs a memory file with postprocessed negatives",
                       "fill_memory_neg")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_negative_modes_on_two_processes_match_one(tmp_path, monkeypatch):
+    """test_support and fill_memory_neg with 2 CPU processes (gloo DDP): the same negatives and
+    the same negative bank as with one (odd image counts: the sampler pads with repeats)."""
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    d = generate_coco_dataset(tmp_path / "data", n_train=7, n_val=1, class_names=("person", "car", "bird"),
+                              n_shot=2, seed=3, confusers=3)  # fmt: skip
+    cfg = _config(tmp_path, d)
+    base = ["test", "--config", FEWSHOT_CFG, "--config", cfg]
+    mem, post = tmp_path / "m.ckpt", tmp_path / "p.ckpt"
+    run_cli([*base, "--model.test_mode", "fill_memory", "--out_path", mem])
+    run_cli([*base, "--model.test_mode", "postprocess_memory", "--ckpt_path", mem, "--out_path", post])
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    outs = {}
+    for n in (1, 2):
+        w = tmp_path / f"dev{n}"
+        w.mkdir()
+        ddp = ["--trainer.devices", str(n)] + (["--trainer.strategy", "ddp"] if n > 1 else [])
+        neg = ["--out_neg_pkl", str(w / "neg.pkl"), "--out_neg_json", str(w / "neg.json")]
+        for mode, extra in (("test_support", ["--out_support_res", str(w / "sup.json")]),
+                            ("fill_memory_neg", ["--out_path", str(w / "neg.ckpt")])):  # fmt: skip
+            proc = subprocess.run([sys.executable, str(REPO / "run_lightening.py"), *map(str, base), *ddp,
+                                   "--model.test_mode", mode, "--ckpt_path", str(post), *neg, *extra],
+                                  cwd=w, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        bank = torch.load(w / "neg.ckpt", weights_only=True)["state_dict"]
+        outs[n] = (json.loads((w / "sup.json").read_text()), json.loads((w / "neg.json").read_text()), bank)
+    (sup1, neg1, bank1), (sup2, neg2, bank2) = outs[1], outs[2]
+    assert [r["image_id"] for r in sup1] == [r["image_id"] for r in sup2]  # no duplicated images
+    assert [a["segmentation"] for a in neg1["annotations"]] == [
+        a["segmentation"] for a in neg2["annotations"]
+    ]
+    assert neg1["annotations"] and bank1.keys() == bank2.keys()
+    assert torch.equal(bank1["memory_neg.mem_fill_counts"], bank2["memory_neg.mem_fill_counts"])
+    for k in bank1:
+        assert torch.allclose(bank1[k].float(), bank2[k].float(), atol=1e-3), k

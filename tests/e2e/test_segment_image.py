@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,37 @@ def test_readme_segment_image_command_runs_as_written(tmp_path, monkeypatch):
     out = tmp_path / "work_dirs" / "demo" / "segment_image"
     assert list(out.glob("*_overlay.png")) and list(out.glob("*.json"))
     assert (tmp_path / "checkpoints" / "random" / "sam2_hiera_tiny.pt").is_file()
+
+
+def test_negatives_folder(tmp_path, synth, tiny_ckpts, capsys):
+    import torch
+
+    refs = _reference_folder(tmp_path, synth)
+    # Negatives of the first class: the second class's reference, in a folder named like the first.
+    names = list(synth["class_names"])
+    neg = tmp_path / "negatives" / names[0]
+    shutil.copytree(Path(refs) / names[1], neg)
+    val = COCO(synth["val_json"])
+    target = f"{synth['val_img_dir']}/{val.imgs[sorted(val.getImgIds())[0]]['file_name']}"
+    common = ["--sam2-cfg", "sam2_hiera_t.yaml", "--sam2-ckpt", tiny_ckpts["sam2"], "--encoder", "dinov2_small",
+              "--encoder-ckpt", tiny_ckpts["dinov2"], "--points-per-side", "2", "--device", "cpu"]  # fmt: skip
+    mem = tmp_path / "m.ckpt"
+    assert main(["--refs", refs, "--negatives", str(tmp_path / "negatives"), "--images", target,
+                 "--out", str(tmp_path / "out"), "--save-memory", str(mem), *common]) == 0  # fmt: skip
+    assert "negatives: 100%" in capsys.readouterr().err
+    state = torch.load(mem, weights_only=True)
+    assert state["state_dict"]["memory_neg.mem_fill_counts"].tolist() == [
+        int(c == names[0]) for c in sorted(names)
+    ]
+    assert state["no_time_to_train_memory"]["negatives"]["postprocessed"]
+    # The saved memory keeps them: --memory predicts with the same negatives.
+    out2 = tmp_path / "out2"
+    assert main(["--memory", str(mem), "--images", target, "--out", str(out2), *common]) == 0
+    stem = Path(target).stem
+    assert json.loads((out2 / f"{stem}.json").read_text()) == json.loads(
+        (tmp_path / "out" / f"{stem}.json").read_text()
+    )
+    shutil.copytree(Path(refs) / names[1], tmp_path / "neg2" / "unicorn")
+    assert main(["--refs", refs, "--negatives", str(tmp_path / "neg2"), "--images", target,
+                 "--out", str(tmp_path / "o3"), *common]) == 2  # fmt: skip
+    assert "unicorn" in capsys.readouterr().err
