@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
+from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD, encoder_input
 
 
 def dinov2_interpolate_pos_embed(
@@ -101,13 +101,6 @@ class DinoV2Encoder(nn.Module):
         Images are resized bicubically (``align_corners=False``, no antialias) to ``img_size``
         when needed, then ImageNet-normalised.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        size = self.img_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(
-                images, size=(size, size), mode="bicubic", align_corners=False, antialias=False
-            )
-        x = (images - self.mean) / self.std
+        x = encoder_input(images, self.img_size, self.mean, self.std)
         tokens = self.vit.forward_features(x)[:, self.num_prefix_tokens :]
         return tokens.reshape(x.shape[0], self.grid_size, self.grid_size, self.feat_dim)

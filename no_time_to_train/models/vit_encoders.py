@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from no_time_to_train.models.pixel_stats import encoder_input
+
 
 def bilinear_pos_embed(pos_embed: torch.Tensor, num_prefix: int, grid: int) -> torch.Tensor:
     """Resize a square absolute position embedding ``(1, num_prefix + M*M, D)`` to ``grid`` per
@@ -74,14 +76,7 @@ class ZooEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> ``(B, g, g, D)``; images of another size are resized
         bicubically (``align_corners=False``, no antialias) to ``img_size`` first."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        size = self.img_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(
-                images, size=(size, size), mode="bicubic", align_corners=False, antialias=False
-            )
-        x = (images - self.mean) / self.std
+        x = encoder_input(images, self.img_size, self.mean, self.std)
         patches = self.tokens(x)[:, self.num_prefix_tokens :]
         if self.family == "clip":
             patches = F.normalize(patches, dim=-1)

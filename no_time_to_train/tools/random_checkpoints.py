@@ -78,17 +78,30 @@ def random_dinov2_vit(name: str, seed: int = 0) -> nn.Module:
     variant = DINOV2_VARIANTS.get(name)
     if variant is None:
         raise ConfigError(f"Unknown encoder {name!r}. Valid names: {', '.join(DINOV2_VARIANTS)}.")
+    return _random_timm_vit(variant.timm_name, seed, draw_biases=False)
+
+
+def _random_timm_vit(timm_name: str, seed: int, draw_biases: bool) -> nn.Module:
+    """timm's random initialisation with every LayerScale gamma drawn from ``_LAYER_SCALE_RANGE``
+    and, with ``draw_biases``, every non-norm bias from N(0, 0.02) (except a head's)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import timm
 
     torch.manual_seed(seed)
-    vit = timm.create_model(variant.timm_name, pretrained=False)
+    vit = timm.create_model(timm_name, pretrained=False)
     generator = torch.Generator().manual_seed(seed)
     low, high = _LAYER_SCALE_RANGE
     with torch.no_grad():
         for param_name, param in vit.named_parameters():
-            if param_name.endswith(".gamma"):
+            if param_name.endswith((".gamma", "gamma_1", "gamma_2")):
                 param.uniform_(low, high, generator=generator)
+            elif (
+                draw_biases
+                and param_name.endswith("bias")
+                and "norm" not in param_name
+                and not param_name.startswith("head.")
+            ):
+                param.normal_(0.0, 0.02, generator=generator)
     return vit.eval()
 
 
@@ -139,25 +152,7 @@ def random_zoo_vit(name: str, seed: int = 0) -> nn.Module:
     OpenAI's file, so it stays zero)."""
     from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 
-    spec = encoder_spec(name)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import timm
-
-    torch.manual_seed(seed)
-    vit = timm.create_model(spec.timm_name, pretrained=False)
-    generator = torch.Generator().manual_seed(seed)
-    low, high = _LAYER_SCALE_RANGE
-    with torch.no_grad():
-        for param_name, param in vit.named_parameters():
-            if param_name.endswith(("gamma_1", "gamma_2", ".gamma")):
-                param.uniform_(low, high, generator=generator)
-            elif (
-                param_name.endswith("bias")
-                and "norm" not in param_name
-                and not param_name.startswith("head.")
-            ):
-                param.normal_(0.0, 0.02, generator=generator)
-    return vit.eval()
+    return _random_timm_vit(encoder_spec(name).timm_name, seed, draw_biases=True)
 
 
 def write_random_zoo_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
