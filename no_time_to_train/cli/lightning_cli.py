@@ -149,6 +149,8 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
     def before_test(self) -> None:
         args = self._args()
         mode = self.model.test_mode
+        if mode in ("test_support", "fill_memory_neg") and self.model.dataset_cfgs.support is None:
+            self.model.target_cfg("test_support")  # the ConfigError saying how to set the support set
         if mode in MEMORY_MODES and not args.out_path:
             raise UserInputError(f"--model.test_mode {mode} writes a memory file: pass --out_path PATH.")
         ckpt = args.get("ckpt_path")

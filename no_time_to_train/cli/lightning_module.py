@@ -148,7 +148,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             self._check_class_count(len(ds.cat_ids), "dataset_cfgs.fill_memory")
             return ds
         if mode in ("test", "test_support"):
-            c, where = self._target_cfg(mode)
+            c, where = self.target_cfg(mode)
             self._check_dataset_cfg(c, where)
             bank_ids = [int(i) for i in self.memory.mem_cat_ids.tolist()]
             return COCORefTestDataset(
@@ -159,7 +159,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             return self._negative_dataset()
         return _Single()
 
-    def _target_cfg(self, mode: str) -> tuple[Any, str]:
+    def target_cfg(self, mode: str) -> tuple[Any, str]:
         if mode != "test_support":
             return self.dataset_cfgs.test, "test"
         if self.dataset_cfgs.support is None:
@@ -176,7 +176,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             raise ConfigError(
                 "fill_memory_neg reads the negatives test_support wrote: pass --out_neg_pkl and --out_neg_json."
             )
-        support, fill = self._target_cfg("test_support")[0], self.dataset_cfgs.fill_memory
+        support, fill = self.target_cfg("test_support")[0], self.dataset_cfgs.fill_memory
         ds = COCOMemoryFillCropDataset(
             root=support.root, json_file=js, memory_pkl=pkl, image_size=fill.image_size,
             memory_length=self.model_cfg.memory_bank_cfg.length_negative, context_ratio=fill.context_ratio,

@@ -126,6 +126,13 @@ def test_modes_refuse_missing_inputs(tmp_path, monkeypatch, capsys):
                               n_shot=2, seed=0)  # fmt: skip
     base = ["test", "--config", FEWSHOT_CFG, "--config", _config(tmp_path, d)]
     expect_user_error(capsys, [*base, "--model.test_mode", "test_support"], "--ckpt_path")
+    import yaml
+
+    no_support = yaml.safe_load(open(base[4]))
+    del no_support["model"]["init_args"]["dataset_cfgs"]["support"]
+    cfg2 = write_yaml(tmp_path / "no_support.yaml", no_support)
+    expect_user_error(capsys, ["test", "--config", FEWSHOT_CFG, "--config", cfg2, "--model.test_mode", "test_support",
+                               "--ckpt_path", tmp_path / "x.ckpt"], "set dataset_cfgs.support")  # fmt: skip
     expect_user_error(capsys, [*base, "--model.test_mode", "fill_memory_neg", "--ckpt_path", tmp_path / "x.ckpt",
                                "--out_path", tmp_path / "n.ckpt"], "--ckpt_path")  # fmt: skip
     mem, post = tmp_path / "m.ckpt", tmp_path / "p.ckpt"
