@@ -99,11 +99,7 @@ def label_and_score(embeddings: torch.Tensor, prototypes: torch.Tensor) -> tuple
     ``max``: on a row of ties (every cosine clamped at 0) the two pick different classes, and such a
     proposal still takes part in the class-aware NMS before zero scores are dropped.
     """
-    sims = (embeddings @ prototypes.T).clamp(min=0)
-    top = torch.topk(sims, 1, dim=1)
-    scores, labels = top.values[:, 0], top.indices[:, 0]
-    scores = torch.where(torch.isnan(embeddings).any(dim=1), torch.full_like(scores, float("nan")), scores)
-    return scores, labels
+    return label_and_score_sims((embeddings @ prototypes.T).clamp(min=0), embeddings)
 
 
 NEGATIVE_SIGMA = 0.8  # the reference's temperature of the negative penalty
