@@ -27,20 +27,16 @@ from tqdm.auto import tqdm
 
 from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 from no_time_to_train.checkpoints.preflight import check_checkpoints, resolve_preset
-from no_time_to_train.config import ModelCfg, Sam2InferCfg
-from no_time_to_train.config import validate as validate_config
+from no_time_to_train.config import InferenceCfg, ModelCfg
 from no_time_to_train.data.images import as_pil_rgb, pil_to_tensor, square_tensor
 from no_time_to_train.errors import UserInputError
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
-from no_time_to_train.pipeline.builders import (
-    build_encoder,
-    build_proposer,
-    build_sam2_model,
-    encoder_feat_dim,
-)
+from no_time_to_train.pipeline.builders import build_encoder, encoder_feat_dim
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
+from no_time_to_train.proposers import build_proposer, proposer_plugin
 from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, usable_cpus
+from no_time_to_train.validation import validate
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 _CPU_NOTE_SHOWN = False  # the CPU speed note is printed once per process
@@ -92,7 +88,7 @@ class FewShotSegmenter:
         checkpoint_style: str = "api",
     ):
         """Prefer ``from_checkpoints`` / ``from_config``; pass ``encoder`` / ``proposer`` to inject
-        other networks (they follow the contracts of ``models.segmenter``). Before building the
+        other networks (they follow the contracts of ``pipeline.segmenter``). Before building the
         networks, every checkpoint problem is reported at once, named as ``checkpoint_style``
         spells the settings ("api": ``encoder_ckpt=``; "segment_image": ``--encoder-ckpt``)."""
         if not class_names or len(set(class_names)) != len(class_names):
@@ -104,18 +100,13 @@ class FewShotSegmenter:
         self.cfg = model_cfg or ModelCfg()
         if self.cfg.compute_cfgs.num_threads:
             configure_cpu_threads(self.cfg.compute_cfgs.num_threads)
-        for warning in validate_config(self.cfg):
+        for warning in validate(self.cfg):
             print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
-        cfg = self.cfg
-        check_checkpoints(cfg.sam2_cfg_file, cfg.sam2_ckpt_path, cfg.encoder_cfg.name, cfg.encoder_ckpt_path,
-                          style=checkpoint_style, sam2=proposer is None, encoder_needed=encoder is None)  # fmt: skip
+        check_checkpoints(self.cfg, style=checkpoint_style, proposer=proposer is None, encoder=encoder is None)
         self.encoder = (encoder if encoder is not None else build_encoder(self.cfg)).to(self.device).eval()
-        self._sam2 = None
-        if proposer is None:
-            self._sam2 = build_sam2_model(self.cfg)
-            proposer = build_proposer(self.cfg, self._sam2)
-        self.proposer = proposer.to(self.device).eval()
+        self._own_proposer = proposer is None
+        self.proposer = (proposer if proposer is not None else build_proposer(self.cfg)).to(self.device).eval()
         self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
         self._refs: list[references.ReferenceEntry] = []
         self._negs: list[references.ReferenceEntry] = []
@@ -146,7 +137,7 @@ class FewShotSegmenter:
         "paper" (SAM2-L + DINOv2-L, the defaults), "small" (SAM2-t + DINOv2-S) or "random" (the
         small pair with random weights, written to ``checkpoints/random/`` if absent; runs
         offline, outputs meaningless). It replaces those four arguments."""
-        unknown = set(infer_cfgs) - {f.name for f in dataclasses.fields(Sam2InferCfg)}
+        unknown = set(infer_cfgs) - {f.name for f in dataclasses.fields(InferenceCfg)}
         if unknown:
             raise UserInputError(f"Unknown sam2_infer_cfgs key(s): {sorted(unknown)}.")
         if preset is not None:
@@ -157,7 +148,7 @@ class FewShotSegmenter:
             sam2_cfg_file=sam2_cfg,
             sam2_ckpt_path=sam2_ckpt,
             encoder_ckpt_path=encoder_ckpt,
-            sam2_infer_cfgs=Sam2InferCfg(**infer_cfgs),  # type: ignore[arg-type]
+            sam2_infer_cfgs=InferenceCfg(**infer_cfgs),  # type: ignore[arg-type]
             encoder_precision=precision,  # type: ignore[arg-type]
         )
         # The encoder's own input and patch sizes, as the reference's config for it.
@@ -173,20 +164,29 @@ class FewShotSegmenter:
     def from_config(
         cls, config: str, class_names: Sequence[str], device: str | None = None
     ) -> FewShotSegmenter:
-        """Build from a run config (``model.init_args.model_cfg`` of e.g. new_exps/*.yaml)."""
+        """Build from a run config: its ``model.init_args.model_cfg`` (e.g. new_exps/*.yaml) and the
+        reference crop's ``dataset_cfgs.fill_memory.context_ratio``, as the CLI's fill_memory uses them."""
         import yaml
         from jsonargparse import ArgumentParser
 
+        from no_time_to_train.config import ReferenceSetCfg
+
         with open(config) as f:
             raw = yaml.safe_load(f) or {}
-        tree = raw.get("model", {}).get("init_args", {}).get("model_cfg", {})
+        init = raw.get("model", {}).get("init_args", {}) or {}
+        fill = ((init.get("dataset_cfgs") or {}).get("fill_memory") or {})
         parser = ArgumentParser(exit_on_error=False)
         parser.add_argument("--model_cfg", type=ModelCfg)
         try:
-            parsed = parser.parse_object({"model_cfg": tree})
+            parsed = parser.parse_object({"model_cfg": init.get("model_cfg", {}) or {}})
         except Exception as e:
             raise UserInputError(f"{config}: invalid model_cfg: {e}") from e
-        return cls(class_names, parser.instantiate_classes(parsed).model_cfg, device)
+        context = fill.get("context_ratio", ReferenceSetCfg.context_ratio)
+        if not isinstance(context, (int, float)) or isinstance(context, bool) or context < 0:
+            raise UserInputError(
+                f"{config}: dataset_cfgs.fill_memory.context_ratio must be a number >= 0, got {context!r}."
+            )
+        return cls(class_names, parser.instantiate_classes(parsed).model_cfg, device, context_ratio=float(context))
 
     # ------------------------------------------------------------------ references
     def _class_index(self, label: str | int) -> int:
@@ -293,17 +293,17 @@ class FewShotSegmenter:
 
     @torch.inference_mode()
     def boxes_to_masks(self, image: ImageLike, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-        """(N, H, W) bool masks of pixel XYXY boxes, with SAM2 (one box prompt, single mask each)."""
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        if self._sam2 is None:
-            raise UserInputError("boxes_to_masks needs SAM2; this segmenter was built with another proposer.")
+        """(N, H, W) bool masks of pixel XYXY boxes, with the proposer's box-prompt segmenter (SAM2's
+        official image predictor for ``sam2``: one box prompt, single mask each)."""
+        plugin = proposer_plugin(self.cfg.proposer) if self._own_proposer else None
+        segmenter = plugin.box_segmenter(self.proposer) if plugin and plugin.box_segmenter else None
+        if segmenter is None:
+            raise UserInputError(
+                "boxes_to_masks needs a proposer that segments box prompts (sam2); this segmenter was built with "
+                "another proposer: give the references as masks."
+            )
         arr = np.asarray(as_pil_rgb(image))
-        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        predictor = SAM2ImagePredictor(self._sam2)
-        predictor.set_image(arr)
-        masks, _, _ = predictor.predict(box=b, multimask_output=False)
-        return np.asarray(masks).reshape(len(b), *arr.shape[:2]) > 0
+        return segmenter.segment([arr], [np.asarray(boxes, dtype=np.float32).reshape(-1, 4)])[0]
 
     # ------------------------------------------------------------------ memory
     def build_memory(self) -> None:
@@ -378,7 +378,7 @@ class FewShotSegmenter:
     def _cpu_note(self) -> None:
         global _CPU_NOTE_SHOWN
         pps = self.cfg.sam2_infer_cfgs.points_per_side
-        if self.device.type == "cpu" and pps > 16 and not _CPU_NOTE_SHOWN and self._sam2 is not None:
+        if self.device.type == "cpu" and pps > 16 and not _CPU_NOTE_SHOWN and self._own_proposer:
             _CPU_NOTE_SHOWN = True
             print(f"Note: on CPU an image takes about a minute with {pps}x{pps} prompts (SAM2-L); "
                   "points_per_side=16 is about 4x faster (it may miss small objects).")  # fmt: skip
@@ -392,7 +392,7 @@ class FewShotSegmenter:
         if self.segmenter is None:
             self.build_memory()
         pil = as_pil_rgb(image)
-        size = getattr(self.proposer, "image_size", 1024)
+        size = int(self.proposer.image_size)  # the proposer contract (models.proposals)
         x, ori = square_tensor(pil, size)
         self._cpu_note()
         show = self.progress if progress is None else progress

@@ -9,10 +9,10 @@ Internals used elsewhere only through documented hooks, listed so they are not f
 * torch: ``nn.Module._load_from_state_dict`` (``models.memory_bank`` resizes its packed buffers
   before loading; the documented extension point of ``load_state_dict``).
 * timm: ``create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))`` runs timm's
-  DINOv2 checkpoint filter, which renames Meta's keys (``models.encoders``); ``checkpoint_path=``
+  DINOv2 checkpoint filter, which renames Meta's keys (``checkpoints.loading``); ``checkpoint_path=``
   skips that filter and is not used.
 * sam2: the mask decoder's module layout (``TwoWayTransformer`` of ``TwoWayAttentionBlock`` and
-  ``Attention``), checked by ``models.sam2_decoder.supports`` before the fast decoder is used; any
+  ``Attention``), checked by ``models.sam2_fast_decoder.supports`` before the fast decoder is used; any
   other layout falls back to the official ``MaskDecoder.forward``.
 """
 

@@ -4,13 +4,14 @@ Key names and defaults follow the reference YAMLs (``new_exps/coco_fewshot_10sho
 its files and its dotted CLI overrides work unchanged, e.g.
 ``--model.init_args.model_cfg.memory_bank_cfg.length 30`` or
 ``--model.init_args.model_cfg.sam2_infer_cfgs.iou_thr 0.5``. Because the trees are dataclasses,
-jsonargparse type-checks every value and rejects unknown keys.
+jsonargparse type-checks every value and rejects unknown keys. Plain data: the checks of keys that
+must agree with each other are in :mod:`no_time_to_train.validation`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 TestMode = Literal[
     "none", "fill_memory", "postprocess_memory", "vis_memory", "test",
@@ -27,8 +28,10 @@ def _split_names(value: str | list[str] | None) -> list[str]:
 
 
 @dataclass
-class Sam2InferCfg:
-    """Test-time proposal and post-processing settings (reference defaults)."""
+class InferenceCfg:
+    """Test-time settings of every step after the networks (reference defaults; the YAML key is
+    the reference's ``sam2_infer_cfgs``): the point grid and its IoU filter, NMS, top-k, the
+    memory statistics of postprocess_memory, and negative-reference scoring."""
 
     points_per_side: int = 32
     """Point-grid prompts per image side (points_per_side**2 prompts)."""
@@ -109,8 +112,8 @@ class MemoryBankCfg:
 
 
 @dataclass
-class TestVisCfg:
-    """Online visualisation during test (``--model.init_args.model_cfg.test.*``)."""
+class TestOutputCfg:
+    """Side outputs of test: pictures and per-image exports (``--model.init_args.model_cfg.test.*``)."""
 
     imgs_path: str | None = None
     """Folder of the original target images for visualisation (default: the test set's root)."""
@@ -130,18 +133,24 @@ class ModelCfg:
 
     name: str = "matching_baseline_noAMG"
     """The method; only the paper's matching_baseline_noAMG."""
+    proposer: str = "sam2"
+    """The class-agnostic mask proposer, a registered plug-in (``no_time_to_train.proposers``):
+    'sam2' (the paper's SAM2 point grid, built from sam2_cfg_file / sam2_ckpt_path)."""
+    proposer_args: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword options of the selected proposer's module (plug-in specific; empty for the
+    paper's settings)."""
     sam2_cfg_file: str = "sam2_hiera_l.yaml"
     """SAM2 architecture (sam2_hiera_{t,s,b+,l}.yaml or sam2.1_hiera_*.yaml); must match the checkpoint."""
     sam2_ckpt_path: str | None = "./checkpoints/sam2_hiera_large.pt"
     """SAM2 checkpoint (an official .pt file; see checkpoints/README.md)."""
-    sam2_infer_cfgs: Sam2InferCfg = field(default_factory=Sam2InferCfg)
+    sam2_infer_cfgs: InferenceCfg = field(default_factory=InferenceCfg)
     encoder_cfg: EncoderCfg = field(default_factory=EncoderCfg)
     encoder_ckpt_path: str | None = "./checkpoints/dinov2/dinov2_vitl14_pretrain.pth"
     """Encoder checkpoint (an official .pth file of encoder_cfg.name)."""
     memory_bank_cfg: MemoryBankCfg = field(default_factory=MemoryBankCfg)
     dataset_name: str = "coco"
     """Names the output folders of visualisations (results_analysis/<dataset_name>/)."""
-    test: TestVisCfg = field(default_factory=TestVisCfg)
+    test: TestOutputCfg = field(default_factory=TestOutputCfg)
     class_names: list[str] | None = None
     """Display names per class index (defaults to the test set's selected names)."""
     compute_cfgs: ComputeCfg = field(default_factory=ComputeCfg)
@@ -153,25 +162,21 @@ class ModelCfg:
 
 
 @dataclass
-class FillMemoryDatasetCfg:
-    """The reference set that fill_memory encodes."""
+class ImageSetCfg:
+    """An image folder with its COCO json, and the classes selected from it."""
 
     name: str = "coco"
-    root: str = "./data/coco/train2017"
-    """Folder of the reference images."""
-    json_file: str = "./data/coco/annotations/instances_train2017.json"
-    """COCO instances json of the reference images."""
-    memory_pkl: str = "./data/coco/annotations_refsam2/memory/train2017_allClasses_length10_v1.pkl"
-    """The sampled reference set (few_shot_sampling.py's .pkl or .json)."""
-    image_size: int = 518
-    """Reference crop size; must equal ``model_cfg.encoder_cfg.img_size``."""
-    memory_length: int = 10
-    """Accepted for the reference's configs and ignored: the shots per class are
-    ``model_cfg.memory_bank_cfg.length``."""
-    context_ratio: float = 0.2
-    """Context around a reference box: the crop is a square of side ``max(w, h) * (1 + context_ratio)``."""
+    """The json format; only 'coco'."""
+    root: str = "./data/coco/val2017"
+    """Folder of the images."""
+    json_file: str = "./data/coco/annotations/instances_val2017.json"
+    """COCO instances json of the images."""
+    image_size: int = 1024
+    """Side the images are resized to for the network that reads them."""
     norm_img: bool = False
+    """Accepted for the reference's configs; must be False (the networks normalise their input)."""
     class_split: str | None = None
+    """A named class split (e.g. few_shot_classes); see no_time_to_train/data/splits.py."""
     cat_names: list[str] | str | None = None
     """Class names (comma-separated string or list); takes precedence over class_split."""
 
@@ -180,33 +185,40 @@ class FillMemoryDatasetCfg:
 
 
 @dataclass
-class TestDatasetCfg:
-    """The target images that test segments and evaluates."""
+class ReferenceSetCfg(ImageSetCfg):
+    """The reference set that fill_memory encodes (``dataset_cfgs.fill_memory``)."""
 
-    name: str = "coco"
-    root: str = "./data/coco/val2017"
-    """Folder of the target images."""
-    json_file: str = "./data/coco/annotations/instances_val2017.json"
-    """COCO instances json of the target images (ground truth for the AP)."""
-    image_size: int = 1024
-    """Target images are squashed to this size for SAM2, whose input is 1024 x 1024."""
-    norm_img: bool = False
+    root: str = "./data/coco/train2017"
+    """Folder of the reference images."""
+    json_file: str = "./data/coco/annotations/instances_train2017.json"
+    """COCO instances json of the reference images."""
+    image_size: int = 518
+    """Reference crop size; must equal ``model_cfg.encoder_cfg.img_size``."""
+    memory_pkl: str = "./data/coco/annotations_refsam2/memory/train2017_allClasses_length10_v1.pkl"
+    """The sampled reference set (few_shot_sampling.py's .pkl or .json)."""
+    memory_length: int = 10
+    """Accepted for the reference's configs and ignored: the shots per class are
+    ``model_cfg.memory_bank_cfg.length``."""
+    context_ratio: float = 0.2
+    """Context around a reference box: the crop is a square of side ``max(w, h) * (1 + context_ratio)``."""
+
+
+@dataclass
+class TargetSetCfg(ImageSetCfg):
+    """Target images with ground truth that test (``dataset_cfgs.test``) or test_support
+    (``dataset_cfgs.support``) segments and evaluates; ``image_size`` is the proposer's input."""
+
     with_query_points: bool = False
     """Accepted for the reference's configs and ignored (the point grid is always used)."""
-    class_split: str | None = None
-    cat_names: list[str] | str | None = None
-
-    def __post_init__(self) -> None:
-        self.cat_names = _split_names(self.cat_names)
 
 
 @dataclass
 class DatasetCfgs:
     """Data of each mode (``--model.init_args.dataset_cfgs.*``)."""
 
-    fill_memory: FillMemoryDatasetCfg = field(default_factory=FillMemoryDatasetCfg)
-    test: TestDatasetCfg = field(default_factory=TestDatasetCfg)
-    support: TestDatasetCfg | None = None
+    fill_memory: ReferenceSetCfg = field(default_factory=ReferenceSetCfg)
+    test: TargetSetCfg = field(default_factory=TargetSetCfg)
+    support: TargetSetCfg | None = None
     """Images with ground truth that test_support segments to find false positives (negative
     references), e.g. part of train2017 disjoint from the test images."""
 
@@ -217,63 +229,3 @@ class DataLoadCfgs:
 
     workers: int = 4
     """DataLoader worker processes per device (0 loads in the main process)."""
-
-
-# Keys of the reference's configs that this project accepts and ignores: (path, default, why).
-IGNORED_KEYS = (
-    ("model_cfg.memory_bank_cfg.enable", True, "the memory bank is the method"),
-    ("dataset_cfgs.test.with_query_points", False, "the point grid is always used"),
-)
-
-
-def _get(tree: object, dotted: str) -> object:
-    for part in dotted.split("."):
-        tree = getattr(tree, part)
-    return tree
-
-
-def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode: str = "none") -> list[str]:
-    """Check the keys that must agree with each other, in one place; ConfigError naming both flags
-    when they do not. Returns warnings about keys that are accepted but ignored (set to a value
-    that would matter in the reference)."""
-    from no_time_to_train.errors import ConfigError
-    from no_time_to_train.pipeline.builders import check_patch_size
-
-    flag = "--model.init_args."
-    enc = model_cfg.encoder_cfg
-    check_patch_size(enc.name, enc.patch_size)  # also: a known encoder name
-    if enc.patch_size <= 0 or enc.img_size <= 0 or enc.img_size % enc.patch_size:
-        raise ConfigError(
-            f"{flag}model_cfg.encoder_cfg.img_size ({enc.img_size}) must be a positive multiple of "
-            f"encoder_cfg.patch_size ({enc.patch_size})."
-        )
-    if model_cfg.compute_cfgs.merge_chunk < 1:
-        raise ConfigError(
-            f"{flag}model_cfg.compute_cfgs.merge_chunk must be >= 1, got {model_cfg.compute_cfgs.merge_chunk}."
-        )
-    warnings = []
-    trees = {"model_cfg": model_cfg, "dataset_cfgs": dataset_cfgs}
-    for path, default, why in IGNORED_KEYS:
-        root, rest = path.split(".", 1)
-        if trees[root] is not None and _get(trees[root], rest) != default:
-            warnings.append(f"{flag}{path} is accepted for compatibility and ignored ({why}).")
-    if dataset_cfgs is None:
-        return warnings
-    fill, test = dataset_cfgs.fill_memory, dataset_cfgs.test
-    if mode in ("fill_memory", "vis_memory") and fill.image_size != enc.img_size:
-        # The encoder resizes its input to img_size: a different crop size would resize twice.
-        raise ConfigError(
-            f"{flag}dataset_cfgs.fill_memory.image_size ({fill.image_size}) must equal "
-            f"{flag}model_cfg.encoder_cfg.img_size ({enc.img_size}): reference crops are made at the "
-            "encoder's input size. Set both to the same value."
-        )
-    if mode == "test" and test.image_size != 1024:
-        raise ConfigError(
-            f"{flag}dataset_cfgs.test.image_size={test.image_size}: SAM2 takes 1024 x 1024 inputs; set it to 1024."
-        )
-    if mode == "fill_memory" and fill.memory_length != model_cfg.memory_bank_cfg.length:
-        warnings.append(
-            f"{flag}dataset_cfgs.fill_memory.memory_length ({fill.memory_length}) is ignored: the shots per "
-            f"class are {flag}model_cfg.memory_bank_cfg.length ({model_cfg.memory_bank_cfg.length})."
-        )
-    return warnings

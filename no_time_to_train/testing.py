@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from no_time_to_train.models import matching
-from no_time_to_train.models.sam2_proposer import Proposals
+from no_time_to_train.models.proposals import Proposals
 from no_time_to_train.pipeline.segmenter import Detections, ReferenceSegmenter
 
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import record_function  # noqa: E402
 
-from no_time_to_train.config import ComputeCfg, Sam2InferCfg  # noqa: E402
+from no_time_to_train.config import ComputeCfg, InferenceCfg  # noqa: E402
 from no_time_to_train.models import matching  # noqa: E402
 from no_time_to_train.models.memory_bank import MemoryBank  # noqa: E402
 from no_time_to_train.models.sam2_proposer import Sam2PointGridProposer  # noqa: E402
@@ -165,7 +165,7 @@ def decoder_macs(decoder: nn.Module, n_image_tokens: int, n_sparse: int = 2) -> 
     official = depth * (self_attn + t2i_official + mlp + i2t_official) + t2i_official
     official += iou_head + (c if decoder.pred_obj_scores else 0) + nmt * hyper + upscale + nmt * 16 * n * c8
 
-    # Ours (models.sam2_decoder): image-side projections folded into the H * rows token rows.
+    # Ours (models.sam2_fast_decoder): image-side projections folded into the H * rows token rows.
     def t2i(rows: int) -> int:  # q, folded keys, scores, A @ keys, values, out
         return 3 * rows * c * di + 2 * heads * rows * n * c + rows * di * c
 
@@ -626,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     elif args.threads:
         torch.set_num_threads(args.threads)
     sam2, encoder = build_networks(args, device)
-    cfg = Sam2InferCfg(
+    cfg = InferenceCfg(
         points_per_side=args.points_per_side, testing_point_bs=args.point_bs, iou_thr=args.iou_thr
     )
     with tempfile.TemporaryDirectory(prefix="ntt_bench_") as tmp:

@@ -5,7 +5,9 @@ set of anchor colours (the classes', the distractors' and greys), so patches of 
 near-parallel and patches of different classes (or background) are near-orthogonal.
 ``ColorProposer`` proposes the connected components of every anchor colour (which include the
 true object masks), plus junk proposals (the whole image, unions of objects, random boxes).
-Both follow the contracts of ``no_time_to_train.pipeline.segmenter``.
+Both follow the contracts of ``no_time_to_train.pipeline.segmenter``; the proposers are registered
+through the public registry (``model_cfg.proposer: color_oracle`` / ``no_mask``, their options in
+``model_cfg.proposer_args``), as a user's own proposer would be.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from no_time_to_train.cli.lightning_module import Sam2MatcherLightningModel
-from no_time_to_train.models.sam2_proposer import Proposals
+from no_time_to_train.models.proposals import Proposals
+from no_time_to_train.proposers import ProposerPlugin, register_proposer
 
 GREYS = [(g, g, g) for g in range(40, 241, 25)]
 
@@ -37,6 +40,8 @@ class ColorEncoder(nn.Module):
 
 
 class ColorProposer(nn.Module):
+    image_size = 1024
+
     def __init__(self, object_colors_rgb: list, tol: float = 60.0, low_res: int = 256, n_junk: int = 4):
         super().__init__()
         self.colors = np.array(object_colors_rgb, dtype=np.float32)
@@ -71,8 +76,15 @@ class ColorProposer(nn.Module):
         return Proposals(logits.to(image.device), iou.to(image.device), torch.zeros(len(iou), 2))
 
 
+register_proposer(ProposerPlugin(
+    "color_oracle", build=lambda cfg: ColorProposer([tuple(c) for c in cfg.proposer_args["colors"]]),
+    input_size=lambda cfg: ColorProposer.image_size, summary="connected components of known colours (tests)",
+))  # fmt: skip
+
+
 class OracleMatcherModel(Sam2MatcherLightningModel):
-    """The real LightningModule with the two networks replaced by the colour oracles."""
+    """The real LightningModule with the colour oracles: the encoder injected, the proposer selected
+    from the registry (``color_oracle``)."""
 
     def __init__(self, *args, class_colors: list[list[int]] | None = None,
                  distractor_colors: list[list[int]] | None = None,
@@ -82,7 +94,16 @@ class OracleMatcherModel(Sam2MatcherLightningModel):
         # The encoder tells a confuser's shade from its class's (as a real encoder sees another
         # shape or texture); the proposer does not (it proposes confusers as objects of the class).
         self.confuser_colors = [tuple(c) for c in confuser_colors or []]
+        model_cfg = kwargs["model_cfg"] if "model_cfg" in kwargs else args[0]
+        model_cfg.proposer = self.proposer_name()
+        model_cfg.proposer_args = self.proposer_options()
         super().__init__(*args, **kwargs)
+
+    def proposer_name(self) -> str:
+        return "color_oracle"
+
+    def proposer_options(self) -> dict:
+        return {"colors": [list(c) for c in self.class_colors + self.distractor_colors]}
 
     def anchors(self) -> list:
         return self.class_colors + self.distractor_colors + self.confuser_colors + GREYS
@@ -92,9 +113,6 @@ class OracleMatcherModel(Sam2MatcherLightningModel):
 
     def build_encoder(self) -> nn.Module:
         return ColorEncoder(self.anchors())
-
-    def build_proposer(self) -> nn.Module:
-        return ColorProposer(self.class_colors + self.distractor_colors)
 
 
 class _SlowEncoder(nn.Module):
@@ -126,6 +144,8 @@ class SlowOracleMatcherModel(OracleMatcherModel):
 class NoMaskProposer(nn.Module):
     """No proposal at all (``kind="none"``), or proposals whose masks are all empty ("blank")."""
 
+    image_size = 1024
+
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
@@ -136,6 +156,12 @@ class NoMaskProposer(nn.Module):
         return Proposals(logits, torch.full((n,), 0.9, device=image.device), torch.zeros(n, 2))
 
 
+register_proposer(ProposerPlugin(
+    "no_mask", build=lambda cfg: NoMaskProposer(cfg.proposer_args["kind"]),
+    input_size=lambda cfg: NoMaskProposer.image_size, summary="no usable proposal (tests)",
+))  # fmt: skip
+
+
 class NoMaskModel(OracleMatcherModel):
     """The oracle model whose proposer never yields a usable mask."""
 
@@ -143,5 +169,8 @@ class NoMaskModel(OracleMatcherModel):
         self.proposals = proposals
         super().__init__(*args, **kwargs)
 
-    def build_proposer(self) -> nn.Module:
-        return NoMaskProposer(self.proposals)
+    def proposer_name(self) -> str:
+        return "no_mask"
+
+    def proposer_options(self) -> dict:
+        return {"kind": self.proposals}

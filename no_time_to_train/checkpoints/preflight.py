@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from no_time_to_train.checkpoints.registry import (
     sam2_config_of,
 )  # fmt: skip
 from no_time_to_train.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from no_time_to_train.config import ModelCfg
 
 FLAGS: dict[str, dict[str, str]] = {
     "cli": {
@@ -135,7 +138,7 @@ def _dinov2_of(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> tuple[str | None, str | None]:
+def sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(problem, the config the file belongs to) for the SAM2 pair."""
     try:
         name = resolve_sam2_config(cfg_file)
@@ -235,14 +238,17 @@ def present_checkpoints(root: str | os.PathLike = ".") -> list[str]:
     return found
 
 
-def check_checkpoints(sam2_cfg: str, sam2_ckpt: str | None, encoder: str, encoder_ckpt: str | None,
-                      style: str = "api", root: str | os.PathLike = ".", sam2: bool = True,
-                      encoder_needed: bool = True) -> None:  # fmt: skip
-    """Raise one CheckpointError listing every problem of the four settings (see the module doc).
-    ``sam2`` / ``encoder_needed`` False: that network is not built by this run; not checked."""
+def check_checkpoints(cfg: ModelCfg, style: str = "api", root: str | os.PathLike = ".", proposer: bool = True,
+                      encoder: bool = True) -> None:  # fmt: skip
+    """Raise one CheckpointError listing every problem of the checkpoint settings of ``cfg``: the
+    selected proposer's (its plug-in's ``checkpoint_problem``) and the encoder's (see the module
+    doc). ``proposer`` / ``encoder`` False: that network is not built by this run; not checked."""
+    from no_time_to_train.proposers import proposer_plugin
+
     flags = FLAGS[style]
-    problems = [p for p in (_sam2_problem(sam2_cfg, sam2_ckpt, flags)[0] if sam2 else None,
-                            _encoder_problem(encoder, encoder_ckpt, flags) if encoder_needed else None) if p]  # fmt: skip
+    found = [proposer_plugin(cfg.proposer).checkpoint_problem(cfg, flags) if proposer else None,
+             _encoder_problem(cfg.encoder_cfg.name, cfg.encoder_ckpt_path, flags) if encoder else None]  # fmt: skip
+    problems = [p for p in found if p]
     if not problems:
         return
     listed = " ".join(f"({i}) {p}." for i, p in enumerate(problems, 1))

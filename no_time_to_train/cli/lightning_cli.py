@@ -1,8 +1,8 @@
 """``run_lightening.py``: LightningCLI in subclass mode with the reference's extra arguments.
 
-After ``fill_memory`` / ``postprocess_memory`` the bank is written to ``--out_path`` (atomically,
-bank only); after ``test`` the per-image results gathered from all ranks are optionally exported
-(``--export_result``) and evaluated with COCOeval on rank 0.
+Before the run, every up-front check of the chosen mode (``cli.modes``) runs here, before any
+network is built; the run's output paths go to the module, whose mode's sinks write them
+(``output.sinks``), and the data to a ``cli.datamodule.ReferenceDataModule``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from no_time_to_train import signals
+from no_time_to_train.cli.datamodule import SUPPORT_HINT, ReferenceDataModule
 from no_time_to_train.cli.lightning_module import Sam2MatcherLightningModel
 from no_time_to_train.cli.parse_errors import condense
 from no_time_to_train.compat import CheckpointWithoutHyperparameters
 from no_time_to_train.errors import UserInputError
-from no_time_to_train.io_utils import atomic_save_json, check_output_path
+from no_time_to_train.io_utils import check_output_path
+from no_time_to_train.output.sinks import RunOutputs
 from no_time_to_train.pipeline import memory_io
-
-MEMORY_MODES = ("fill_memory", "postprocess_memory", "fill_memory_neg", "postprocess_memory_neg")
 
 TEST_DESCRIPTION = """\
 Runs one step of the method, chosen by --model.test_mode: fill_memory (encode the reference set
@@ -147,12 +147,17 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         return self.config[self.subcommand]
 
     def before_test(self) -> None:
-        args = self._args()
-        mode = self.model.test_mode
-        if mode in ("test_support", "fill_memory_neg") and self.model.dataset_cfgs.support is None:
-            self.model.target_cfg("test_support")  # the ConfigError saying how to set the support set
-        if mode in MEMORY_MODES and not args.out_path:
-            raise UserInputError(f"--model.test_mode {mode} writes a memory file: pass --out_path PATH.")
+        """Every up-front check of the mode's entry (``cli.modes``) before any network is built,
+        then the data module and the output paths."""
+        args, module = self._args(), self.model
+        mode = module.mode
+        if mode is None:
+            return  # the module's setup says how to choose one
+        flag = f"--model.test_mode {mode.name}"
+        if mode.needs_support_cfg and module.dataset_cfgs.support is None:
+            raise UserInputError(f"{flag} segments or reads the support set: {SUPPORT_HINT}")
+        if mode.writes_memory and not args.out_path:
+            raise UserInputError(f"{flag} writes a memory file: pass --out_path PATH.")
         ckpt = args.get("ckpt_path")
         if ckpt and not os.path.isfile(ckpt):
             raise UserInputError(
@@ -161,50 +166,55 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             )
         self._refuse_overwriting_inputs(args)
         self._check_outputs_writable(args)
-        if mode in ("test_support", "fill_memory_neg") and not ckpt:
-            raise UserInputError(
-                f"--model.test_mode {mode} starts from the postprocessed positive memory: pass --ckpt_path "
-                "memory_postprocessed.ckpt."
-            )
-        if mode == "fill_memory_neg":
-            for flag, path in (("--out_neg_pkl", args.out_neg_pkl), ("--out_neg_json", args.out_neg_json)):
-                if not path or not os.path.isfile(path):
-                    raise UserInputError(
-                        f"fill_memory_neg reads the negatives test_support wrote: {flag} {path or '(not given)'} "
-                        "is not a file. Run --model.test_mode test_support with --out_neg_pkl and --out_neg_json first."
-                    )
-        self.model.negative_paths = (args.out_neg_pkl, args.out_neg_json)
+        if mode.needs_ckpt and not ckpt:
+            raise UserInputError(f"{flag} starts from the postprocessed positive memory: pass --ckpt_path "
+                                 "memory_postprocessed.ckpt.")  # fmt: skip
+        for name in mode.input_flags:
+            path = args.get(name)
+            if not path or not os.path.isfile(path):
+                raise UserInputError(
+                    f"{mode.name} reads the negatives test_support wrote: --{name} {path or '(not given)'} "
+                    "is not a file. Run --model.test_mode test_support with --out_neg_pkl and --out_neg_json first."
+                )
+        if "out_neg_pkl" in mode.output_flags and bool(args.out_neg_pkl) != bool(args.out_neg_json):
+            raise UserInputError("Negative sampling writes two files: pass both --out_neg_pkl and --out_neg_json.")
         if ckpt:
             # Check the file against the config before the networks are built (minutes for SAM2-L +
             # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).
             contents = getattr(self, "_ckpt_contents", None) or memory_io.read(ckpt, mmap=True)
             self._ckpt_contents = None
-            memory_io.check_meta(contents, self.model.memory_meta(), ckpt)
-        self.model.memory_path = ckpt
+            memory_io.check_meta(contents, module.memory_meta(), ckpt)
+        module.memory_path = ckpt
+        module.outputs = RunOutputs(
+            out_path=args.out_path if mode.writes_memory else None,
+            export_result=args.export_result if "export_result" in mode.output_flags else None,
+            results_name=results_name(args.coco_semantic_split, args.n_shot, args.seed) or None
+            if "export_result" in mode.output_flags else None,
+            out_support_res=args.out_support_res, out_neg_pkl=args.out_neg_pkl, out_neg_json=args.out_neg_json,
+        )  # fmt: skip
+        self.datamodule = ReferenceDataModule(module)
+        self.datamodule.negative_paths = (args.out_neg_pkl, args.out_neg_json)
 
     def _check_outputs_writable(self, args: Any) -> None:
         """Every output of this run must be writable before the networks are built: a path that
         cannot be written would otherwise fail only after all the work."""
-        mode, opts = self.model.test_mode, self.model.model_cfg.test
-        if mode in MEMORY_MODES and args.out_path:
+        mode, opts = self.model.mode, self.model.model_cfg.test
+        if mode.writes_memory and args.out_path:
             check_output_path(args.out_path, "--out_path")
-        if mode == "test" and args.export_result:
-            check_output_path(args.export_result, "--export_result")
-        if mode == "test_support":
-            for flag in ("out_support_res", "out_neg_pkl", "out_neg_json"):
-                if args.get(flag):
-                    check_output_path(args[flag], f"--{flag}")
-        if mode == "test" and opts.export_dir:
+        for name in mode.output_flags:
+            if args.get(name):
+                check_output_path(args[name], f"--{name}")
+        if "export_result" in mode.output_flags and opts.export_dir:
             check_output_path(opts.export_dir, "--model.init_args.model_cfg.test.export_dir", is_dir=True)
-        if mode in ("vis_memory", "test") and (mode == "vis_memory" or opts.online_vis):
+        if mode.pictures(self.model.model_cfg):
             check_output_path("results_analysis", "the picture folder (results_analysis/)", is_dir=True)
 
     def _refuse_overwriting_inputs(self, args: Any) -> None:
         """Outputs never overwrite inputs: ``--out_path`` / ``--export_result`` must name a file that
         is not read by this run (memory file, annotations, reference pickle, checkpoints, configs)."""
-        mode = self.model.test_mode
-        outputs = {"--out_path": args.out_path if mode in MEMORY_MODES else None,
-                   "--export_result": args.export_result if mode == "test" else None}  # fmt: skip
+        mode = self.model.mode
+        outputs = {"--out_path": args.out_path if mode.writes_memory else None}
+        outputs |= {f"--{name}": args.get(name) for name in mode.output_flags}
         cfg, data = self.model.model_cfg, self.model.dataset_cfgs
         inputs = {
             "--ckpt_path": args.get("ckpt_path"),
@@ -214,6 +224,9 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             "model_cfg.sam2_ckpt_path": cfg.sam2_ckpt_path,
             "model_cfg.encoder_ckpt_path": cfg.encoder_ckpt_path,
         }
+        if data.support is not None:
+            inputs["dataset_cfgs.support.json_file"] = data.support.json_file
+        inputs |= {f"--{name}": args.get(name) for name in mode.input_flags}
         for path in args.get("config") or []:
             inputs[f"--config {os.fspath(path)}"] = os.fspath(path)
         for out_flag, out in outputs.items():
@@ -224,74 +237,12 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
                         f"inputs. Pass another path to {out_flag}."
                     )
 
-    def after_test(self) -> None:
-        args = self._args()
-        mode = self.model.test_mode
-        trainer = self.trainer
-        if mode in MEMORY_MODES:
-            save_memory(trainer, args.out_path)
-            if trainer.is_global_zero:
-                print(f"Memory bank ({mode}) saved to {args.out_path}")
-            return
-        if mode == "test_support":
-            if trainer.is_global_zero:
-                write_support_outputs(self.model, args)
-            return
-        if mode != "test" or not trainer.is_global_zero:
-            return  # evaluation and the per-class report are the module's (on_test_epoch_end)
-        results = self.model.results or []
-        if args.export_result:
-            atomic_save_json(results, args.export_result)
-            print(f"Results ({len(results)} detections) written to {args.export_result}")
-        name = results_name(args.coco_semantic_split, args.n_shot, args.seed)
-        if name:
-            path = os.path.join("inst_to_segm", f"coco_inst_{name}_results.json")
-            atomic_save_json(results, path)
-            print(f"Results written to {path}")
-
-
-def write_support_outputs(module, args: Any) -> None:  # noqa: ANN001
-    """test_support's outputs: the raw results (``--out_support_res``) and the sampled negatives
-    (``--out_neg_pkl`` reference set + ``--out_neg_json`` masks), written atomically."""
-    from no_time_to_train.data.reference_sets import save_reference_pkl
-    from no_time_to_train.pipeline.negatives import sample_negatives
-
-    results, ds = module.results or [], module.dataset
-    if args.out_support_res:
-        atomic_save_json(results, args.out_support_res)
-        print(f"Support results ({len(results)} detections) written to {args.out_support_res}")
-    if not (args.out_neg_pkl or args.out_neg_json):
-        return
-    if not (args.out_neg_pkl and args.out_neg_json):
-        raise UserInputError(
-            "Negative sampling writes two files: pass both --out_neg_pkl and --out_neg_json."
-        )
-    cfg = module.model_cfg
-    refs, coco = sample_negatives(ds.coco, results, ds.cat_ids, cfg.memory_bank_cfg.length_negative,
-                                  cfg.sam2_infer_cfgs.negative_score_thr)  # fmt: skip
-    atomic_save_json(coco, args.out_neg_json)
-    save_reference_pkl(refs, args.out_neg_pkl)
-    counts = ", ".join(f"{ds.coco.cats[c]['name']} {len(v)}" for c, v in refs.items())
-    print(f"Negative references (false positives, at most {cfg.memory_bank_cfg.length_negative} per class): "
-          f"{counts}; written to {args.out_neg_pkl} and {args.out_neg_json}")  # fmt: skip
-
 
 def results_name(semantic_split: str | None, n_shot: int | None, seed: int | None) -> str:
     name = f"semantic_split_{semantic_split}_" if semantic_split else ""
     if n_shot is not None and seed is not None:
         name += f"{n_shot}shot_{seed}seed"
     return name
-
-
-def save_memory(trainer, path: str) -> None:  # noqa: ANN001
-    """Write the bank (rank 0) to a temporary file next to ``path``, then rename it: an interrupted
-    run leaves any previous file intact. The bank is identical on every rank after fill."""
-    module = trainer.lightning_module
-    if trainer.is_global_zero:
-        memory_io.write(
-            path, module.memory, module.memory_meta(), negatives=getattr(module, "memory_neg", None)
-        )
-    trainer.strategy.barrier("save_memory")
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -3,17 +3,16 @@
 Only SAM2's image encoder, prompt encoder and mask decoder are used, driven here directly: one
 positive point per prompt, best of the three multimask outputs by predicted IoU, and a predicted-IoU
 filter. The decoder is run with the official modules' weights. ``fast=True`` (default) computes the
-same numbers with far less work (``models.sam2_decoder``): prompt-independent decoder work once per
+same numbers with far less work (``models.sam2_fast_decoder``): prompt-independent decoder work once per
 image, the transformer's image-side projections folded into the prompt tokens, and mask upscaling
 only for the prompts that pass the IoU filter and only for their chosen mask token. ``fast=False``
 calls the official ``MaskDecoder.forward`` (every prompt on its own copy of the image tokens); so
-does ``fast=True`` with a decoder whose layout ``models.sam2_decoder`` does not know.
+does ``fast=True`` with a decoder whose layout ``models.sam2_fast_decoder`` does not know.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,21 +20,9 @@ from torch.profiler import record_function
 
 from no_time_to_train.compat import sam2_prepare_backbone_features
 from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
+from no_time_to_train.models.proposals import Proposals
 from no_time_to_train.models.sam2_fast_decoder import ImageContext, MultiPromptDecoder, supports
 from no_time_to_train.runtime import decoder_chunk
-
-
-@dataclass
-class Proposals:
-    """``logits`` (N, s, s) low-resolution mask logits (s = 256 for SAM2); ``iou`` (N,) SAM2's
-    predicted IoU of each kept proposal; ``points`` (N, 2) the prompt (x, y) in the input frame."""
-
-    logits: torch.Tensor
-    iou: torch.Tensor
-    points: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.iou.shape[0]
 
 
 def point_grid(points_per_side: int, image_size: int) -> torch.Tensor:
@@ -50,7 +37,7 @@ def point_grid(points_per_side: int, image_size: int) -> torch.Tensor:
 
 
 class Sam2PointGridProposer(nn.Module):
-    """Wraps an official ``SAM2Base`` (built by ``models.encoders.build_sam2``).
+    """Wraps an official ``SAM2Base`` (built by ``checkpoints.loading.build_sam2``).
 
     ``point_batch_size`` prompts go through the prompt encoder together (the reference's
     ``testing_point_bs``); the fast decoder then works on ``decoder_chunk`` prompts at a time and
@@ -187,7 +174,7 @@ class Sam2PointGridProposer(nn.Module):
     def _decode_fast(
         self, ctx: ImageContext, sparse: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The official ``MaskDecoder.predict_masks`` computation, reordered (``models.sam2_decoder``).
+        """The official ``MaskDecoder.predict_masks`` computation, reordered (``models.sam2_fast_decoder``).
 
         The two-way transformer's blocks must run for every prompt (its image tokens are updated by
         the prompt's tokens), but the IoU head needs only the IoU token. So, chunk by chunk: blocks

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from no_time_to_train.config import ComputeCfg, Sam2InferCfg
+from no_time_to_train.config import ComputeCfg, InferenceCfg
 from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.models.sam2_proposer import Proposals
+from no_time_to_train.models.proposals import Proposals
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ReferenceSegmenter(nn.Module):
         memory: MemoryBank,
         encoder: nn.Module | None = None,
         proposer: nn.Module | None = None,
-        infer_cfg: Sam2InferCfg | None = None,
+        infer_cfg: InferenceCfg | None = None,
         compute_cfg: ComputeCfg | None = None,
         precision: str = "fp32",
         negatives: MemoryBank | None = None,
@@ -82,7 +82,7 @@ class ReferenceSegmenter(nn.Module):
         self.negatives = negatives
         self.encoder = encoder
         self.proposer = proposer
-        self.cfg = infer_cfg or Sam2InferCfg()
+        self.cfg = infer_cfg or InferenceCfg()
         self.compute = compute_cfg or ComputeCfg()
 
     # ------------------------------------------------------------------ references

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from no_time_to_train.config import Sam2InferCfg
+from no_time_to_train.config import InferenceCfg
 from no_time_to_train.models import matching
 from no_time_to_train.models.memory_bank import MemoryBank
-from no_time_to_train.models.sam2_proposer import Proposals, point_grid
+from no_time_to_train.models.proposals import Proposals
+from no_time_to_train.models.sam2_proposer import point_grid
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
 from no_time_to_train.testing import straightforward_score_proposals
 
@@ -179,7 +180,7 @@ def test_score_proposals_end_to_end_known_answer():
     logits[3, :, 126:130] = 5  # background column: near-zero similarity
     iou = torch.tensor([0.9, 0.8, 0.85, 0.95, 0.99])  # mask 4 is empty
     seg = ReferenceSegmenter(
-        _bank_with_prototypes(torch.eye(d)[:2]), infer_cfg=Sam2InferCfg(num_out_instance=2, nms_thr=0.5)
+        _bank_with_prototypes(torch.eye(d)[:2]), infer_cfg=InferenceCfg(num_out_instance=2, nms_thr=0.5)
     )
     det = seg.score_proposals(Proposals(logits, iou, torch.zeros(5, 2)), feats, (64, 128))
     assert len(det) == 2
@@ -211,7 +212,7 @@ def test_top_k_keeps_highest_scores():
     for i in range(4):
         logits[i, :, i * 62 + 2 : i * 62 + 58] = 5
     seg = ReferenceSegmenter(
-        _bank_with_prototypes(torch.eye(d)[:1]), infer_cfg=Sam2InferCfg(num_out_instance=2)
+        _bank_with_prototypes(torch.eye(d)[:1]), infer_cfg=InferenceCfg(num_out_instance=2)
     )
     det = seg.score_proposals(Proposals(logits, torch.full((4,), 0.9), torch.zeros(4, 2)), feats, (256, 256))
     assert len(det) == 2 and det.scores[0] >= det.scores[1]
@@ -283,7 +284,7 @@ def test_score_proposals_equals_straightforward_pipeline(ori_size):
     iou = torch.rand(n)
     protos = F.normalize(torch.randn(3, d), dim=1)
     seg = ReferenceSegmenter(
-        _bank_with_prototypes(protos), infer_cfg=Sam2InferCfg(num_out_instance=25, nms_thr=0.9)
+        _bank_with_prototypes(protos), infer_cfg=InferenceCfg(num_out_instance=25, nms_thr=0.9)
     )
     seg.compute.merge_chunk = 1  # strips of about one mask: many strips
     det = seg.score_proposals(Proposals(logits, iou, torch.zeros(n, 2)), feats, ori_size)

@@ -92,7 +92,8 @@ def test_sizes_and_pixel_statistics():
 
 
 def test_config_checks_name_and_patch_size():
-    from no_time_to_train.config import ModelCfg, validate
+    from no_time_to_train.config import ModelCfg
+    from no_time_to_train.validation import validate
 
     cfg = ModelCfg()
     cfg.encoder_cfg.name, cfg.encoder_cfg.img_size, cfg.encoder_cfg.patch_size = "dinov3_large", 592, 14
