@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
 from no_time_to_train.checkpoints.preflight import check_checkpoints, resolve_preset
 from no_time_to_train.config import InferenceCfg, ModelCfg
 from no_time_to_train.data.images import as_pil_rgb, pil_to_tensor, square_tensor
+from no_time_to_train.encoders import encoder_spec
 from no_time_to_train.errors import UserInputError
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline import memory_io, references
@@ -64,12 +64,6 @@ class Prediction:
         return [self.class_names[i] for i in self.labels.tolist()]
 
 
-def silence_cpu_note() -> None:
-    """Do not print the CPU speed note (a caller that gave its own)."""
-    global _CPU_NOTE_SHOWN
-    _CPU_NOTE_SHOWN = True
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -103,10 +97,14 @@ class FewShotSegmenter:
         for warning in validate(self.cfg):
             print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
-        check_checkpoints(self.cfg, style=checkpoint_style, proposer=proposer is None, encoder=encoder is None)
+        check_checkpoints(
+            self.cfg, style=checkpoint_style, proposer=proposer is None, encoder=encoder is None
+        )
         self.encoder = (encoder if encoder is not None else build_encoder(self.cfg)).to(self.device).eval()
         self._own_proposer = proposer is None
-        self.proposer = (proposer if proposer is not None else build_proposer(self.cfg)).to(self.device).eval()
+        self.proposer = (
+            (proposer if proposer is not None else build_proposer(self.cfg)).to(self.device).eval()
+        )
         self.feat_dim = getattr(self.encoder, "feat_dim", None) or encoder_feat_dim(self.cfg.encoder_cfg.name)
         self._refs: list[references.ReferenceEntry] = []
         self._negs: list[references.ReferenceEntry] = []
@@ -174,7 +172,7 @@ class FewShotSegmenter:
         with open(config) as f:
             raw = yaml.safe_load(f) or {}
         init = raw.get("model", {}).get("init_args", {}) or {}
-        fill = ((init.get("dataset_cfgs") or {}).get("fill_memory") or {})
+        fill = (init.get("dataset_cfgs") or {}).get("fill_memory") or {}
         parser = ArgumentParser(exit_on_error=False)
         parser.add_argument("--model_cfg", type=ModelCfg)
         try:
@@ -186,7 +184,9 @@ class FewShotSegmenter:
             raise UserInputError(
                 f"{config}: dataset_cfgs.fill_memory.context_ratio must be a number >= 0, got {context!r}."
             )
-        return cls(class_names, parser.instantiate_classes(parsed).model_cfg, device, context_ratio=float(context))
+        return cls(
+            class_names, parser.instantiate_classes(parsed).model_cfg, device, context_ratio=float(context)
+        )
 
     # ------------------------------------------------------------------ references
     def _class_index(self, label: str | int) -> int:
@@ -288,7 +288,9 @@ class FewShotSegmenter:
 
     def _reference_encoder(self) -> ReferenceSegmenter:
         return ReferenceSegmenter(
-            MemoryBank(1, 1, self.feat_dim), encoder=self.encoder, precision=self.cfg.encoder_precision
+            references.empty_bank(1, 1, self.feat_dim),
+            encoder=self.encoder,
+            precision=self.cfg.encoder_precision,
         )
 
     @torch.inference_mode()
@@ -315,14 +317,10 @@ class FewShotSegmenter:
         if missing:
             raise UserInputError(f"No reference for class(es) {missing}; add at least one per class.")
         inf = self.cfg.sam2_infer_cfgs
-        bank = references.build_bank(
-            self._refs, len(self.class_names), self.feat_dim, inf.kmeans_k, inf.n_pca_components
-        )
+        bank = references.build_bank(self._refs, len(self.class_names), self.feat_dim, inf)
         negatives = None
         if self._negs:
-            negatives = references.build_bank(
-                self._negs, len(self.class_names), self.feat_dim, inf.kmeans_k, inf.n_pca_components
-            )
+            negatives = references.build_bank(self._negs, len(self.class_names), self.feat_dim, inf)
         self._use_bank(bank, negatives)
 
     def _use_bank(self, bank: MemoryBank, negatives: MemoryBank | None = None) -> None:
@@ -353,7 +351,7 @@ class FewShotSegmenter:
         meta = ckpt.get(memory_io.META_KEY) or {}
         inf = self.cfg.sam2_infer_cfgs
         c, k = meta.get("category_num", len(self.class_names)), meta.get("length", 1)
-        bank = MemoryBank(c, k, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
+        bank = references.empty_bank(c, k, self.feat_dim, inf)
         if meta.get("class_names") and meta["class_names"] != self.class_names:
             raise UserInputError(
                 f"{path} holds classes {meta['class_names']} but this segmenter has {self.class_names}."
@@ -367,7 +365,7 @@ class FewShotSegmenter:
         negatives = None
         if memory_io.has_negatives(ckpt["state_dict"]):
             neg_len = int((meta.get("negatives") or {}).get("length", 1))
-            negatives = MemoryBank(c, neg_len, self.feat_dim, inf.kmeans_k, inf.n_pca_components)
+            negatives = references.empty_bank(c, neg_len, self.feat_dim, inf)
             memory_io.load_negative_state(negatives, ckpt["state_dict"], path)
             if not negatives.is_postprocessed:
                 negatives = None  # fill_memory_neg's output: run postprocess_memory_neg to use them
@@ -375,13 +373,15 @@ class FewShotSegmenter:
         self._use_bank(bank, negatives)
 
     # ------------------------------------------------------------------ inference
-    def _cpu_note(self) -> None:
+    def cpu_note(self, setting: str = "points_per_side={}") -> None:
+        """On CPU with more than 16 x 16 prompts, say once per process what an image costs and
+        what fewer prompts buy; ``setting`` spells the option in the caller's words."""
         global _CPU_NOTE_SHOWN
         pps = self.cfg.sam2_infer_cfgs.points_per_side
         if self.device.type == "cpu" and pps > 16 and not _CPU_NOTE_SHOWN and self._own_proposer:
             _CPU_NOTE_SHOWN = True
             print(f"Note: on CPU an image takes about a minute with {pps}x{pps} prompts (SAM2-L); "
-                  "points_per_side=16 is about 4x faster (it may miss small objects).")  # fmt: skip
+                  f"{setting.format(16)} is about 4x faster (it may miss small objects).")  # fmt: skip
 
     @torch.inference_mode()
     def predict(self, image: ImageLike, score_thr: float = 0.0, progress: bool | None = None) -> Prediction:
@@ -394,7 +394,7 @@ class FewShotSegmenter:
         pil = as_pil_rgb(image)
         size = int(self.proposer.image_size)  # the proposer contract (models.proposals)
         x, ori = square_tensor(pil, size)
-        self._cpu_note()
+        self.cpu_note()
         show = self.progress if progress is None else progress
         threads = torch.get_num_threads()
         bar = None

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes so that an interrupted run never leaves a half-written file."""
+"""Small file helpers: atomic writes (an interrupted run never leaves a half-written file) and
+the one weights-only `torch.load` of weights and memory files."""
 
 from __future__ import annotations
 
@@ -81,3 +82,18 @@ def safe_relative_parts(file_name: str) -> list[str]:
     """The components of ``file_name`` as a relative path that stays inside an output folder
     (``..``, ``.`` and empty components dropped, both separators accepted)."""
     return [p for p in str(file_name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+
+
+def load_tensors(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load`` of a weights file or memory file: on the CPU, plain tensors and types only
+    (``weights_only=True``). ``mmap=True`` maps tensor data instead of reading it (cheap for
+    checking a large file), falling back to a full read for legacy (non-zip) files, which cannot
+    be mapped. Raises what torch raises; callers say what the file is."""
+    import torch
+
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -25,11 +25,6 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def received() -> int | None:
-    """The first signal this process received, if any."""
-    return _received[0] if _received else None
-
-
 def exit_status() -> int | None:
     return 128 + _received[0] if _received else None
 

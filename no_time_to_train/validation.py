@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from no_time_to_train.config import DatasetCfgs, ImageSetCfg, ModelCfg
+from no_time_to_train.encoders import check_input_size, encoder_spec, pixel_stats_of
 from no_time_to_train.errors import ConfigError
 
 FLAG = "--model.init_args."
@@ -31,8 +32,6 @@ def _get(tree: object, dotted: str) -> object:
 
 def check_patch_size(name: str, patch_size: int) -> None:
     """``encoder_cfg.patch_size`` must be the named encoder's (it sets the token grid with img_size)."""
-    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
-
     spec = encoder_spec(name)  # a ConfigError for unknown names
     if patch_size != spec.patch_size:
         raise ConfigError(
@@ -63,11 +62,8 @@ def check_model(model_cfg: ModelCfg, negatives: bool = False) -> None:
         raise ConfigError(f"memory_bank_cfg.length_negative must be >= 1, got {bank.length_negative}.")
     enc = model_cfg.encoder_cfg
     check_patch_size(enc.name, enc.patch_size)
-    if enc.patch_size <= 0 or enc.img_size <= 0 or enc.img_size % enc.patch_size:
-        raise ConfigError(
-            f"{FLAG}model_cfg.encoder_cfg.img_size ({enc.img_size}) must be a positive multiple of "
-            f"encoder_cfg.patch_size ({enc.patch_size})."
-        )
+    check_input_size(enc.name, enc.img_size)
+    pixel_stats_of(enc.name, enc.pixel_stats)
     if model_cfg.compute_cfgs.merge_chunk < 1:
         raise ConfigError(
             f"{FLAG}model_cfg.compute_cfgs.merge_chunk must be >= 1, got {model_cfg.compute_cfgs.merge_chunk}."
@@ -76,9 +72,13 @@ def check_model(model_cfg: ModelCfg, negatives: bool = False) -> None:
 
 def check_image_set(c: ImageSetCfg, where: str) -> None:
     if c.name != "coco":
-        raise ConfigError(f"dataset_cfgs.{where}.name={c.name!r}: only 'coco' (COCO-format json) is supported.")
+        raise ConfigError(
+            f"dataset_cfgs.{where}.name={c.name!r}: only 'coco' (COCO-format json) is supported."
+        )
     if c.norm_img:
-        raise ConfigError(f"dataset_cfgs.{where}.norm_img: images are normalised by the encoders; set it False.")
+        raise ConfigError(
+            f"dataset_cfgs.{where}.norm_img: images are normalised by the encoders; set it False."
+        )
 
 
 def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode: Any = None) -> list[str]:
@@ -110,7 +110,9 @@ def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode:
                 f"{FLAG}dataset_cfgs.fill_memory.memory_length ({fill.memory_length}) is ignored: the shots per "
                 f"class are {FLAG}model_cfg.memory_bank_cfg.length ({model_cfg.memory_bank_cfg.length})."
             )
-    target = {"targets": ("test", dataset_cfgs.test), "support": ("support", dataset_cfgs.support)}.get(mode.data)
+    target = {"targets": ("test", dataset_cfgs.test), "support": ("support", dataset_cfgs.support)}.get(
+        mode.data
+    )
     if target is not None and target[1] is not None:
         where, c = target
         check_image_set(c, where)

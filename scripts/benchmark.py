@@ -216,19 +216,13 @@ def _to_float(x):  # noqa: ANN001, ANN202
 
 def build_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """Random-weight SAM2 (official modules from the config) and DINOv2 (timm) on ``device``."""
-    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
     from no_time_to_train.checkpoints.loading import build_sam2
-    from no_time_to_train.models.dinov2 import DinoV2Encoder
-    from no_time_to_train.tools.random_checkpoints import random_dinov2_vit
+    from no_time_to_train.encoders import build_encoder
 
     torch.manual_seed(args.seed)
     sam2 = build_sam2(sam2_config_name(args.sam2), None, device=device)
-    if encoder_spec(args.encoder).family == "dinov2":
-        encoder = DinoV2Encoder(random_dinov2_vit(args.encoder, seed=args.seed)).to(device).eval()
-    else:  # DINOv3, CLIP, PE at the reference's input size, random weights
-        from no_time_to_train.checkpoints.encoder_loading import build_zoo_encoder
-
-        encoder = build_zoo_encoder(args.encoder, None).to(device).eval()
+    # Any family, at the reference's input size, random weights.
+    encoder = build_encoder(args.encoder, None).to(device).eval()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     if dtype is not None:
         sam2.image_encoder = _Autocast(sam2.image_encoder, dtype)
@@ -585,10 +579,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def encoder_table(argv: Sequence[str], names: list[str]) -> dict:
     """One full run per encoder (``--encoder NAME``), then a table of their per-image figures."""
-    from no_time_to_train.checkpoints.encoder_zoo import SMALLEST, encoder_spec
+    from no_time_to_train.encoders import encoder_spec, smallest_of_each
 
     if names == ["families"]:
-        names = list(SMALLEST.values())
+        names = list(smallest_of_each().values())
     rest, skip = [], False
     for a in argv:  # the other arguments, without --encoders / --json and their values
         if skip and not a.startswith("--"):

@@ -4,7 +4,7 @@ Needs the official sources on disk (not dependencies of this project): Meta's ``
 OpenAI's ``clip`` package and Meta's ``perception_models`` (``core/vision_encoder``; needs
 ``einops``). For each encoder it builds the official model with random weights (every parameter
 drawn, layer scales in [0.1, 0.5] so that no block is an identity), saves the official state dict
-as its official file would hold it, loads that file through ``build_zoo_encoder`` (timm) and
+as its official file would hold it, loads that file through ``no_time_to_train.encoders.build_encoder`` (timm) and
 prints the largest difference of the patch features at the reference's input size::
 
     python scripts/compare_official_encoders.py --dinov3-src DIR --clip-src DIR --pe-src DIR
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from no_time_to_train.checkpoints.encoder_loading import build_zoo_encoder
-from no_time_to_train.checkpoints.encoder_zoo import ZOO
+from no_time_to_train.encoders import ENCODERS as ZOO
+from no_time_to_train.encoders import build_encoder
 from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -66,7 +66,7 @@ def compare_dinov3(src: Path, names: list[str], tmp: Path) -> list[float]:
         randomise(official)
         path = tmp / f"{name}.pth"
         torch.save(official.state_dict(), path)
-        ours = build_zoo_encoder(name, path)
+        ours = build_encoder(name, path)
         x = torch.rand(1, 3, ours.img_size, ours.img_size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             ref = official.forward_features(normalise(x, IMAGENET_MEAN, IMAGENET_STD))["x_norm_patchtokens"]
@@ -94,11 +94,11 @@ def compare_clip(src: Path, names: list[str], tmp: Path) -> list[float]:
         randomise(official)
         path = tmp / f"{name}.state_dict.pt"
         torch.save(official.state_dict(), path)
-        ours = build_zoo_encoder(name, path)
+        ours = build_encoder(name, path)
         x = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(1))
         v = official.visual
         with torch.no_grad():
-            from no_time_to_train.checkpoints.encoder_zoo import CLIP_MEAN, CLIP_STD
+            from no_time_to_train.models.pixel_stats import CLIP_MEAN, CLIP_STD
 
             h = v.conv1(normalise(x, CLIP_MEAN, CLIP_STD)).flatten(2).permute(0, 2, 1)
             cls = v.class_embedding.view(1, 1, -1).expand(h.shape[0], -1, -1)
@@ -122,7 +122,7 @@ def compare_pe(src: Path, names: list[str], tmp: Path) -> list[float]:
         randomise(official)
         path = tmp / f"{name}.pt"
         torch.save(official.state_dict(), path)
-        ours = build_zoo_encoder(name, path)
+        ours = build_encoder(name, path)
         x = torch.rand(1, 3, ours.img_size, ours.img_size, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             ref = official.forward_features(normalise(x, IMAGENET_MEAN, IMAGENET_STD), norm=False,

@@ -33,13 +33,13 @@ def synth(tmp_path_factory) -> dict:
 def tiny_ckpts(tmp_path_factory) -> dict:
     """Random-weight SAM2-t and DINOv2-S checkpoints written in Meta's formats."""
     from no_time_to_train.tools.random_checkpoints import (
-        write_random_dinov2_checkpoint,
+        write_random_encoder_checkpoint,
         write_random_sam2_checkpoint,
     )
 
     out = tmp_path_factory.mktemp("ckpts")
     sam2 = write_random_sam2_checkpoint("sam2_hiera_t.yaml", out / "sam2_hiera_tiny.pt", seed=0)
-    dino = write_random_dinov2_checkpoint("dinov2_small", out / "dinov2_vits14_pretrain.pth", seed=0)
+    dino = write_random_encoder_checkpoint("dinov2_small", out / "dinov2_vits14_pretrain.pth", seed=0)
     return {"sam2": str(sam2), "dinov2": str(dino)}
 
 

@@ -31,6 +31,7 @@ from no_time_to_train.checkpoints.registry import (
 )  # fmt: skip
 from no_time_to_train.compat import ensure_sam2_hydra
 from no_time_to_train.errors import CheckpointError, ConfigError
+from no_time_to_train.io_utils import load_tensors
 from no_time_to_train.models.dinov2 import DinoV2Encoder
 
 # ---------------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def require_file(path: Path, what: str, hint: str) -> None:
 def read_checkpoint(path: Path, what: str, hint: str) -> Any:
     """``torch.load`` on CPU with ``weights_only=True``; unreadable files become CheckpointError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
     except Exception as err:  # truncated zip, pickle garbage, a non-tensor payload, ...
         raise CheckpointError(
             f"{what} checkpoint {path} cannot be read ({type(err).__name__}: {brief(err, 200)}). "
@@ -165,13 +166,14 @@ def _describe_dinov2_state_dict(state_dict: Any, expected: str) -> str:
     if not isinstance(pos, torch.Tensor):
         keys = _examples(sorted(map(str, state_dict)))
         return f"it does not look like a DINOv2 checkpoint (no pos_embed; keys: {keys})"
+    from no_time_to_train.encoders.dinov2 import identify
+
     dim, depth = pos.shape[-1], block_count(state_dict, "blocks.")
-    registers = 4 if ("register_tokens" in state_dict or "reg_token" in state_dict) else 0
-    for name, variant in DINOV2_VARIANTS.items():
-        if (variant.feat_dim, variant.depth, variant.registers) == (dim, depth, registers):
-            if name == expected:
-                return f"its layout (width {dim}, {depth} blocks) is that of {name}, yet it does not load"
-            return f"it looks like {variant.file_name} ({name}: width {dim}, {depth} blocks)"
+    found = identify(state_dict)
+    if found == expected:
+        return f"its layout (width {dim}, {depth} blocks) is that of {found}, yet it does not load"
+    if found is not None:
+        return f"it looks like {DINOV2_VARIANTS[found].file_name} ({found}: width {dim}, {depth} blocks)"
     return f"it holds a ViT of width {dim} with {depth} blocks, which matches no DINOv2 variant"
 
 
@@ -191,14 +193,11 @@ def build_dinov2(name: str, ckpt_path: str | os.PathLike | None, img_size: int =
             f"Unknown encoder {name!r} (model_cfg.encoder_cfg.name). Valid names: "
             f"{', '.join(DINOV2_VARIANTS)}."
         )
-    if img_size <= 0 or img_size % DinoV2Encoder.patch_size:
-        raise ConfigError(
-            f"encoder img_size must be a positive multiple of {DinoV2Encoder.patch_size} "
-            f"(518 = 37 x 14 is DINOv2's native size), got {img_size}."
-        )
+    from no_time_to_train.encoders import check_input_size
+
+    check_input_size(name, img_size)
     hint = download_hint(variant.file_name, variant.url, variant.download_flag)
     what = f"DINOv2 ({name})"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import timm
 
     if ckpt_path is None:

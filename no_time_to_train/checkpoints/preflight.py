@@ -23,17 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from no_time_to_train.checkpoints.encoder_zoo import ZOO
-from no_time_to_train.checkpoints.registry import (
-    DINOV2_VARIANTS,
-    SAM2_CHECKPOINT_FILES,
-    block_count,
-    resolve_sam2_config,
-    sam2_config_of,
-)  # fmt: skip
+from no_time_to_train.checkpoints.registry import SAM2_CHECKPOINT_FILES, resolve_sam2_config, sam2_config_of
+from no_time_to_train.encoders import ENCODERS, FAMILIES, identify_checkpoint
 from no_time_to_train.errors import CheckpointError, ConfigError
+from no_time_to_train.io_utils import load_tensors
 
 if TYPE_CHECKING:
     from no_time_to_train.config import ModelCfg
@@ -102,12 +95,9 @@ def resolve_preset(name: str, root: str | os.PathLike = ".") -> Preset:
 
 def _load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        try:  # legacy (non-zip) files cannot be memory-mapped
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from err
+        return load_tensors(path, mmap=True)
+    except Exception as err:
+        raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from err
 
 
 MOBILE_SAM_REFUSAL = (
@@ -124,18 +114,6 @@ def is_mobile_sam(path: Path, checkpoint: Any) -> bool:
         return True
     sd = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
     return isinstance(sd, Mapping) and any(str(k).startswith("image_encoder.patch_embed.seq.") for k in sd)
-
-
-def _dinov2_of(state_dict: Mapping[str, Any]) -> str | None:
-    pos = state_dict.get("pos_embed")
-    if not isinstance(pos, torch.Tensor):
-        return None
-    dim, depth = pos.shape[-1], block_count(state_dict, "blocks.")
-    registers = 4 if ("register_tokens" in state_dict or "reg_token" in state_dict) else 0
-    for name, v in DINOV2_VARIANTS.items():
-        if (v.feat_dim, v.depth, v.registers) == (dim, depth, registers):
-            return name
-    return None
 
 
 def sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -172,54 +150,22 @@ def sam2_problem(cfg_file: str, ckpt: str | None, flags: Mapping[str, str]) -> t
     return None, found
 
 
-def _zoo_of(state_dict: Mapping[str, Any]) -> str | None:
-    """The DINOv3 / CLIP / PE encoder whose official layout ``state_dict`` has, or None."""
-
-    def match(family: str, dim: int, depth: int, extra: Any = None) -> str | None:
-        names = [n for n, s in ZOO.items() if s.family == family and (s.feat_dim, s.depth) == (dim, depth)]
-        if extra is not None:
-            names = [n for n in names if extra(n)] or names
-        return names[0] if len(names) == 1 else (names[0] if names else None)
-
-    if isinstance(state_dict.get("storage_tokens"), torch.Tensor):
-        dim, depth = state_dict["cls_token"].shape[-1], block_count(state_dict, "blocks.")
-        swiglu = "blocks.0.mlp.w1.weight" in state_dict
-        local = "local_cls_norm.weight" in state_dict
-        return match("dinov3", dim, depth,
-                     lambda n: (("plus" in n or "huge" in n or "7b" in n) == swiglu) and (("sat" in n or "7b" in n) == local))  # fmt: skip
-    conv = state_dict.get("visual.conv1.weight")
-    if isinstance(conv, torch.Tensor):
-        pos = state_dict["visual.positional_embedding"].shape[0] - 1
-        side = int(round(pos**0.5)) * conv.shape[-1]
-        return match("clip", conv.shape[0], block_count(state_dict, "visual.transformer.resblocks."),
-                     lambda n: ZOO[n].patch_size == conv.shape[-1] and ZOO[n].native_size == side)  # fmt: skip
-    conv = state_dict.get("conv1.weight")
-    if isinstance(conv, torch.Tensor):
-        return match("pe", conv.shape[0], block_count(state_dict, "transformer.resblocks."))
-    return None
-
-
 def _encoder_problem(name: str, ckpt: str | None, flags: Mapping[str, str]) -> str | None:
-    spec = ZOO.get(name)
+    spec = ENCODERS.get(name)
     if spec is None:
-        return f"{flags['encoder']} {name}: not a known encoder (one of {', '.join(ZOO)})"
+        return f"{flags['encoder']} {name}: not a known encoder (one of {', '.join(ENCODERS)})"
     if ckpt is None:
         return None
     path = Path(ckpt)
     official = Path(spec.ckpt_path).name
     if not path.is_file():
-        source = f"({DINOV2_VARIANTS[name].url})" if spec.family == "dinov2" else f"({spec.download})"
-        return (
-            f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) not found; {name} needs {official} {source}"
-        )
+        return f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) not found; {name} needs {official} ({spec.download})"
     try:
         state_dict = _load(path)
     except ValueError as err:
         return f"encoder checkpoint {ckpt} ({flags['encoder_ckpt']}) cannot be read ({err}): probably truncated or corrupt (an interrupted download?); delete it and download it again"
-    found = None
-    if isinstance(state_dict, Mapping):
-        found = _dinov2_of(state_dict) or _zoo_of(state_dict)
-    if found is not None and found != name and Path(ZOO[found].ckpt_path).name != official:
+    found = identify_checkpoint(state_dict) if isinstance(state_dict, Mapping) else None
+    if found is not None and found != name and Path(ENCODERS[found].ckpt_path).name != official:
         return (f"encoder checkpoint {ckpt} is the file of {found}, but the encoder is {name}: pass "
                 f"{setting(flags, 'encoder', found)}, or as {flags['encoder_ckpt']} a {official}")  # fmt: skip
     return None
@@ -228,9 +174,9 @@ def _encoder_problem(name: str, ckpt: str | None, flags: Mapping[str, str]) -> s
 def present_checkpoints(root: str | os.PathLike = ".") -> list[str]:
     """Known official files under ``root/checkpoints`` (and its ``random/`` stand-ins)."""
     names = {v.file_name: k for k, v in SAM2_CHECKPOINT_FILES.items()}
-    names |= {Path(v.ckpt_path).name: k for k, v in ZOO.items()}
+    names |= {Path(v.ckpt_path).name: k for k, v in ENCODERS.items()}
     found = []
-    subfolders = ("", "/dinov2", "/dinov3/checkpoints", "/clip", "/pe")
+    subfolders = ("", *(f"/{f.subfolder}" for f in FAMILIES.values()))
     for folder in [f"checkpoints{s}" for s in subfolders] + [f"checkpoints/random{s}" for s in subfolders]:
         d = Path(root) / folder
         if d.is_dir():

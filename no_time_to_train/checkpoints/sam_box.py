@@ -23,6 +23,7 @@ from no_time_to_train.checkpoints.registry import (
     sam2_config_of,
 )  # fmt: skip
 from no_time_to_train.errors import CheckpointError, ConfigError, UserInputError
+from no_time_to_train.io_utils import load_tensors
 from no_time_to_train.models.box_prompt import (
     MAX_BOXES_PER_CALL,
     BoxPromptSegmenter,
@@ -74,10 +75,7 @@ def _spec_from_file_name(path: str | os.PathLike) -> SamModelSpec | None:
 def _spec_from_content(path: Path) -> SamModelSpec | None:
     """Recognise a checkpoint by its weights (reads the file; memory-mapped when possible)."""
     try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_tensors(path, mmap=True)
     except Exception:
         return None
     if not isinstance(ckpt, dict):
@@ -170,7 +168,7 @@ def _load_sam1(spec: SamModelSpec, checkpoint: Path, device: str) -> torch.nn.Mo
         ) from err
     hint = f"The official {spec.describe()} checkpoint is {spec.file_name}, from {spec.url}."
     try:
-        state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state_dict = load_tensors(checkpoint)
     except Exception as err:
         raise CheckpointError(
             f"SAM checkpoint {checkpoint} cannot be read ({type(err).__name__}); it is probably truncated or "

@@ -56,7 +56,9 @@ class ReferenceDataModule(pl.LightningDataModule):
         if self.module.mode.data != "support":
             return cfgs.test, "test"
         if cfgs.support is None:
-            raise ConfigError(f"--model.test_mode {self.module.mode.name} segments the support set: {SUPPORT_HINT}")
+            raise ConfigError(
+                f"--model.test_mode {self.module.mode.name} segments the support set: {SUPPORT_HINT}"
+            )
         return cfgs.support, "support"
 
     def is_lazy(self) -> bool:
@@ -100,7 +102,9 @@ class ReferenceDataModule(pl.LightningDataModule):
             )
         module, fill = self.module, self.module.dataset_cfgs.fill_memory
         if module.dataset_cfgs.support is None:
-            raise ConfigError(f"--model.test_mode {module.mode.name} reads the support set's images: {SUPPORT_HINT}")
+            raise ConfigError(
+                f"--model.test_mode {module.mode.name} reads the support set's images: {SUPPORT_HINT}"
+            )
         ds = COCOMemoryFillCropDataset(
             root=module.dataset_cfgs.support.root, json_file=js, memory_pkl=pkl, image_size=fill.image_size,
             memory_length=module.model_cfg.memory_bank_cfg.length_negative, context_ratio=fill.context_ratio,
@@ -138,7 +142,9 @@ class ReferenceDataModule(pl.LightningDataModule):
         if self.dataset is None:
             self.dataset = self.build()
         # More workers than cores only adds contention (the configs ask for 4).
-        workers = min(self.module.data_load_cfgs.workers, usable_cpus()) if self.module.mode.data != "bank" else 0
+        workers = (
+            min(self.module.data_load_cfgs.workers, usable_cpus()) if self.module.mode.data != "bank" else 0
+        )
         return DataLoader(
             self.dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=_identity_collate,
             pin_memory=torch.cuda.is_available(), drop_last=False,

@@ -177,7 +177,9 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
                     "is not a file. Run --model.test_mode test_support with --out_neg_pkl and --out_neg_json first."
                 )
         if "out_neg_pkl" in mode.output_flags and bool(args.out_neg_pkl) != bool(args.out_neg_json):
-            raise UserInputError("Negative sampling writes two files: pass both --out_neg_pkl and --out_neg_json.")
+            raise UserInputError(
+                "Negative sampling writes two files: pass both --out_neg_pkl and --out_neg_json."
+            )
         if ckpt:
             # Check the file against the config before the networks are built (minutes for SAM2-L +
             # DINOv2-g) and before Lightning restores it (a foreign file would fail with a KeyError).

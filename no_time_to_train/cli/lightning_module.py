@@ -54,7 +54,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self.memory = self._new_bank(model_cfg.memory_bank_cfg.length)
         # Negative references (false positives of the support set), in the same memory file.
         self.memory_neg: MemoryBank | None = None
-        if model_cfg.sam2_infer_cfgs.with_negative_refs or (self.mode and self.mode.negatives in ("fresh", "filled")):
+        if model_cfg.sam2_infer_cfgs.with_negative_refs or (
+            self.mode and self.mode.negatives in ("fresh", "filled")
+        ):
             self.memory_neg = self._new_bank(model_cfg.memory_bank_cfg.length_negative)
         self.outputs = RunOutputs()
         """The run's output paths (set by the CLI from its flags)."""
@@ -71,10 +73,16 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     # ------------------------------------------------------------------ components
     def _new_bank(self, length: int) -> MemoryBank:
         bank, infer = self.model_cfg.memory_bank_cfg, self.model_cfg.sam2_infer_cfgs
-        return MemoryBank(bank.category_num, length, self.feature_dim(), infer.kmeans_k, infer.n_pca_components)
+        return MemoryBank(
+            bank.category_num, length, self.feature_dim(), infer.kmeans_k, infer.n_pca_components
+        )
 
     def _scores_with_negatives(self) -> bool:
-        return self.mode is not None and self.mode.negatives == "scoring" and self.model_cfg.sam2_infer_cfgs.with_negative_refs
+        return (
+            self.mode is not None
+            and self.mode.negatives == "scoring"
+            and self.model_cfg.sam2_infer_cfgs.with_negative_refs
+        )
 
     def feature_dim(self) -> int:
         return encoder_feat_dim(self.model_cfg.encoder_cfg.name)
@@ -205,7 +213,9 @@ class Sam2MatcherLightningModel(pl.LightningModule):
     def fill_negative(self, items: list) -> None:
         """fill_memory_neg's end: the gathered negatives into the negative bank."""
         if len(items) != len(self.dataset):
-            raise RuntimeError(f"fill_memory_neg gathered {len(items)} negatives, expected {len(self.dataset)}")
+            raise RuntimeError(
+                f"fill_memory_neg gathered {len(items)} negatives, expected {len(self.dataset)}"
+            )
         if not items:
             raise DatasetError(
                 f"{self.datamodule.negative_paths[0]} holds no negative reference: test_support found no false "

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from no_time_to_train import api
 from no_time_to_train.api import FewShotSegmenter, Prediction
 from no_time_to_train.checkpoints.preflight import PRESETS, resolve_preset
 from no_time_to_train.data.coco import image_file_name, load_coco
@@ -195,10 +194,7 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.memory:
         seg.load_memory(args.memory)
     images = expand_images(args.images)
-    if seg.device.type == "cpu" and args.points_per_side > 16:
-        print(f"Note: on CPU each image takes about a minute with {args.points_per_side}x{args.points_per_side} "
-              "prompts; --points-per-side 16 is about 4x faster (it may miss small objects).")  # fmt: skip
-        api.silence_cpu_note()  # said here, in this command's own flag spelling
+    seg.cpu_note("--points-per-side {}")  # before the references: in this command's own flag spelling
     for name, path, masks, boxes in tqdm(refs, desc="references", unit="image", disable=not refs):
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
     negatives = read_reference_folder(args.negatives) if args.negatives else []

@@ -1,6 +1,7 @@
 """DINOv2 as a patch-feature encoder: a timm ViT, images in [0, 1] -> final-norm patch tokens.
 
-Pure torch: building it from Meta's files is ``checkpoints.loading.build_dinov2``.
+Pure torch: building it from Meta's files is ``checkpoints.loading.build_dinov2`` (the ``dinov2``
+family of ``no_time_to_train.encoders``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from no_time_to_train.models.pixel_stats import IMAGENET_MEAN, IMAGENET_STD, encoder_input
+from no_time_to_train.models.pos_embed import resize_pos_embed
 
 
 def dinov2_interpolate_pos_embed(
@@ -30,23 +32,14 @@ def dinov2_interpolate_pos_embed(
     Returns:
         ``(1, num_prefix + grid*grid, D)`` in the input dtype.
     """
-    prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
-    side = int(round(patches.shape[1] ** 0.5))
-    if side * side != patches.shape[1]:
-        raise ValueError(f"position embedding of {patches.shape[1]} patches is not square")
-    if grid == side:
-        return pos_embed
-    dim = patches.shape[-1]
-    square = patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    if offset:
-        scale = (grid + offset) / side
-        resized = F.interpolate(square, scale_factor=(scale, scale), mode="bicubic", antialias=antialias)
-    else:
-        resized = F.interpolate(square, size=(grid, grid), mode="bicubic", antialias=antialias)
-    if resized.shape[-2:] != (grid, grid):
-        raise ValueError(f"interpolated grid {tuple(resized.shape[-2:])} != ({grid}, {grid})")
-    resized = resized.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)
-    return torch.cat([prefix.float(), resized], dim=1).to(pos_embed.dtype)
+
+    def resize(square: torch.Tensor) -> torch.Tensor:
+        if offset:
+            scale = (grid + offset) / square.shape[-1]
+            return F.interpolate(square, scale_factor=(scale, scale), mode="bicubic", antialias=antialias)
+        return F.interpolate(square, size=(grid, grid), mode="bicubic", antialias=antialias)
+
+    return resize_pos_embed(pos_embed, num_prefix, grid, resize)
 
 
 class DinoV2Encoder(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from no_time_to_train.errors import CheckpointError
-from no_time_to_train.io_utils import atomic_open
+from no_time_to_train.io_utils import atomic_open, load_tensors
 from no_time_to_train.models.memory_bank import MemoryBank
 
 FORMAT_VERSION = 1
@@ -163,12 +163,7 @@ def read(path: str, mmap: bool = False) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"Memory file not found: {path}.")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError:
-            if not mmap:
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        return load_tensors(path, mmap=mmap)
     except Exception as e:
         reason = str(e).strip().split("\n")[0].split(". ")[0].rstrip(".") or type(e).__name__
         raise CheckpointError(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from no_time_to_train.config import InferenceCfg
 from no_time_to_train.models.matching import masks_to_boxes
 from no_time_to_train.models.memory_bank import MemoryBank
 from no_time_to_train.pipeline.segmenter import ReferenceSegmenter
@@ -136,18 +137,24 @@ def fill_bank(
     )
 
 
+def empty_bank(num_classes: int, length: int, feat_dim: int, infer: InferenceCfg | None = None) -> MemoryBank:
+    """An empty bank of ``num_classes`` x ``length`` slots of ``feat_dim`` features, with the
+    statistics settings (k-means centres, PCA components) of ``sam2_infer_cfgs``."""
+    infer = infer or InferenceCfg()
+    return MemoryBank(num_classes, length, feat_dim, infer.kmeans_k, infer.n_pca_components)
+
+
 def build_bank(
     entries: Sequence[ReferenceEntry],
     num_classes: int,
     feat_dim: int,
-    kmeans_k: int,
-    n_pca_components: int,
+    infer: InferenceCfg | None = None,
     length: int | None = None,
 ) -> MemoryBank:
     """A filled and postprocessed bank of ``num_classes`` classes from encoded entries;
     ``length`` defaults to the largest number of entries of one class."""
     counts = torch.bincount(torch.tensor([e.class_idx for e in entries]), minlength=num_classes)
-    bank = MemoryBank(num_classes, length or int(counts.max()), feat_dim, kmeans_k, n_pca_components)
+    bank = empty_bank(num_classes, length or int(counts.max()), feat_dim, infer)
     fill_bank(bank, entries)
     bank.postprocess()
     return bank

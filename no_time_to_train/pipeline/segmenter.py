@@ -176,7 +176,3 @@ class ReferenceSegmenter(nn.Module):
             labels=labels[order],
             embeddings=emb[order],
         )
-
-
-# The reference's name for this model.
-Sam2MatchingBaselineNoAMG = ReferenceSegmenter

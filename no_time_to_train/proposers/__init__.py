@@ -6,13 +6,14 @@ the check of its checkpoint settings run before any network is built, the random
 it writes for offline runs, and (optionally) a box-prompt segmenter for references given as boxes.
 
 Adding a proposer: one module in this package that defines the plug-in and calls
-:func:`register_proposer`, and its import in the list at the bottom of this file (code outside the
-package can register its own proposer the same way, as the tests' oracle does).
+:func:`register_proposer`, and its name in :data:`BUILT_IN` at the bottom of this file (code outside
+the package registers its own proposer the same way, as the tests' oracle does).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,5 +88,9 @@ def plugin_args(cfg: ModelCfg) -> dict[str, Any]:
     return dict(cfg.proposer_args or {})
 
 
-# Built-in proposers: each import registers one.
-from no_time_to_train.proposers import sam2 as _sam2  # noqa: E402,F401
+BUILT_IN = ("sam2",)
+"""The proposers shipped here."""
+
+# Each import registers one proposer.
+for _module in BUILT_IN:
+    importlib.import_module(f"{__name__}.{_module}")

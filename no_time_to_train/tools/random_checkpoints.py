@@ -5,10 +5,10 @@ real architectures with random weights and save them exactly the way Meta's file
 so that loading them goes through the same code as the real files:
 
 * SAM2: ``{"model": state_dict}`` of ``SAM2Base`` (like ``sam2_hiera_large.pt``).
-* DINOv2: a flat state dict with Meta's key names (like ``dinov2_vitl14_pretrain.pth``):
-  ``mask_token``, ``register_tokens`` (and the class position folded out of ``cls_token``), and
-  ``mlp.w12`` / ``mlp.w3`` for the SwiGLU MLP of the giant models. timm's checkpoint filter
-  undoes exactly this when the file is loaded by :func:`~no_time_to_train.checkpoints.loading.build_dinov2`.
+* Encoders (DINOv2, DINOv3, CLIP, PE): a random timm model of the official architecture, its
+  weights renamed to the official file's layout by its family's ``to_official``
+  (``no_time_to_train.encoders``); timm's checkpoint filter undoes exactly this when the file is
+  loaded.
 
 The outputs of such models are meaningless: use them for smoke tests and timing only.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,15 +29,14 @@ import torch
 from torch import nn
 
 from no_time_to_train.checkpoints.loading import build_sam2
-from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS, SAM2_CHECKPOINT_FILES, resolve_sam2_config
-from no_time_to_train.errors import ConfigError
+from no_time_to_train.checkpoints.registry import SAM2_CHECKPOINT_FILES, resolve_sam2_config
 from no_time_to_train.io_utils import atomic_open
 
 __all__ = [
-    "dinov2_meta_state_dict",
     "main",
-    "random_dinov2_vit",
-    "write_random_dinov2_checkpoint",
+    "random_encoder",
+    "random_timm_vit",
+    "write_random_encoder_checkpoint",
     "write_random_sam2_checkpoint",
 ]
 
@@ -69,22 +67,10 @@ def write_random_sam2_checkpoint(cfg_file: str, path: str | os.PathLike, seed: i
     return Path(path)
 
 
-def random_dinov2_vit(name: str, seed: int = 0) -> nn.Module:
-    """The randomly initialised timm ViT that :func:`write_random_dinov2_checkpoint` writes.
-
-    Default timm initialisation, except the LayerScale gammas, which are drawn uniformly from
-    ``[0.1, 0.5]`` so that every block contributes to the output.
-    """
-    variant = DINOV2_VARIANTS.get(name)
-    if variant is None:
-        raise ConfigError(f"Unknown encoder {name!r}. Valid names: {', '.join(DINOV2_VARIANTS)}.")
-    return _random_timm_vit(variant.timm_name, seed, draw_biases=False)
-
-
-def _random_timm_vit(timm_name: str, seed: int, draw_biases: bool) -> nn.Module:
+def random_timm_vit(timm_name: str, seed: int, draw_biases: bool) -> nn.Module:
     """timm's random initialisation with every LayerScale gamma drawn from ``_LAYER_SCALE_RANGE``
-    and, with ``draw_biases``, every non-norm bias from N(0, 0.02) (except a head's)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    and, with ``draw_biases``, every non-norm bias from N(0, 0.02) (except a head's: timm
+    initialises biases to zero, which would hide a converter that dropped them)."""
     import timm
 
     torch.manual_seed(seed)
@@ -105,62 +91,20 @@ def _random_timm_vit(timm_name: str, seed: int, draw_biases: bool) -> nn.Module:
     return vit.eval()
 
 
-def dinov2_meta_state_dict(vit: nn.Module) -> dict[str, torch.Tensor]:
-    """Convert a timm DINOv2 ViT's weights to the key layout of Meta's ``*_pretrain.pth`` files.
+def random_encoder(name: str, seed: int = 0) -> nn.Module:
+    """The seeded random-weight timm model of encoder ``name`` (any family of
+    ``no_time_to_train.encoders``) that :func:`write_random_encoder_checkpoint` writes."""
+    from no_time_to_train.encoders import family_of
 
-    The inverse of timm's ``_convert_dinov2``:
-
-    * ``mask_token`` ``(1, D)`` is added (zeros; Meta's file has it, the encoder never uses it).
-    * register models: timm's ``reg_token`` becomes ``register_tokens``; timm keeps the class
-      token's position folded into ``cls_token`` and a patch-only ``pos_embed``, Meta keeps
-      ``pos_embed`` ``(1, 1 + N, D)`` with the class position first. The class position is split
-      off as the bfloat16 rounding of ``cls_token`` so that timm's ``cls_token + pos_embed[:, 0]``
-      restores the original bits exactly (the difference is exact by Sterbenz's lemma).
-    * SwiGLU MLPs (giant): ``mlp.fc1`` -> ``mlp.w12`` and ``mlp.fc2`` -> ``mlp.w3`` (timm's packed
-      SwiGLU uses the same ``[x1 | x2]`` layout and ``silu(x1) * x2`` as Meta's ``w12``).
-    """
-    timm_sd = {k: v.detach().clone() for k, v in vit.state_dict().items()}
-    mlp = vit.blocks[0].mlp
-    swiglu = mlp.fc1.out_features == 2 * mlp.fc2.in_features  # packed [x1 | x2] projection
-    cls_token = timm_sd.pop("cls_token")
-    meta: dict[str, torch.Tensor] = {"mask_token": torch.zeros(1, cls_token.shape[-1], dtype=cls_token.dtype)}
-    if "reg_token" in timm_sd:
-        cls_pos = cls_token.to(torch.bfloat16).to(cls_token.dtype)
-        meta["cls_token"] = cls_token - cls_pos
-        meta["pos_embed"] = torch.cat([cls_pos, timm_sd.pop("pos_embed")], dim=1)
-        meta["register_tokens"] = timm_sd.pop("reg_token")
-    else:
-        meta["cls_token"] = cls_token
-    for key, value in timm_sd.items():
-        if swiglu:
-            key = re.sub(r"^(blocks\.\d+\.mlp)\.fc1\.", r"\1.w12.", key)
-            key = re.sub(r"^(blocks\.\d+\.mlp)\.fc2\.", r"\1.w3.", key)
-        meta[key] = value
-    return meta
+    return family_of(name).random_model(name, seed)
 
 
-def write_random_dinov2_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write :func:`random_dinov2_vit` ``(name, seed)`` in Meta's ``.pth`` format."""
-    _save(dinov2_meta_state_dict(random_dinov2_vit(name, seed)), path)
-    return Path(path)
+def write_random_encoder_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write :func:`random_encoder` ``(name, seed)`` in its official file's layout (the family's
+    ``to_official``), so that it loads through the same code as the real file."""
+    from no_time_to_train.encoders import to_official
 
-
-def random_zoo_vit(name: str, seed: int = 0) -> nn.Module:
-    """A randomly initialised timm model of a DINOv3, CLIP or PE encoder (``encoder_zoo.ZOO``),
-    every LayerScale gamma drawn from ``[0.1, 0.5]`` and every bias drawn (timm initialises
-    biases to zero, which would hide a converter that dropped them; CLIP's head has no bias in
-    OpenAI's file, so it stays zero)."""
-    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
-
-    return _random_timm_vit(encoder_spec(name).timm_name, seed, draw_biases=True)
-
-
-def write_random_zoo_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write :func:`random_zoo_vit` ``(name, seed)`` in its official file's layout
-    (``checkpoints.official_layouts.to_official``)."""
-    from no_time_to_train.checkpoints.official_layouts import to_official
-
-    _save(to_official(name, random_zoo_vit(name, seed).state_dict()), path)
+    _save(to_official(name, random_encoder(name, seed).state_dict()), path)
     return Path(path)
 
 
@@ -171,11 +115,11 @@ def write_random_zoo_checkpoint(name: str, path: str | os.PathLike, seed: int = 
 # (kind, model name, path under the checkpoints folder); the paths are the ones the configs use.
 _LARGE_SET = [
     ("sam2", "sam2_hiera_l.yaml", "sam2_hiera_large.pt"),
-    ("dinov2", "dinov2_large", "dinov2/dinov2_vitl14_pretrain.pth"),
+    ("encoder", "dinov2_large", "dinov2/dinov2_vitl14_pretrain.pth"),
 ]
 _SMALL_SET = [
     ("sam2", "sam2_hiera_t.yaml", "sam2_hiera_tiny.pt"),
-    ("dinov2", "dinov2_small", "dinov2/dinov2_vits14_pretrain.pth"),
+    ("encoder", "dinov2_small", "dinov2/dinov2_vits14_pretrain.pth"),
 ]
 
 
@@ -221,13 +165,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
+    from no_time_to_train.encoders import encoder_spec
 
     jobs = ([] if args.no_large else _LARGE_SET) + (_SMALL_SET if args.small else [])
-    for name in args.encoders:
-        spec = encoder_spec(name)
-        kind = "dinov2" if spec.family == "dinov2" else "zoo"
-        jobs.append((kind, name, spec.ckpt_path.removeprefix("./checkpoints/")))
+    jobs += [
+        ("encoder", name, encoder_spec(name).ckpt_path.removeprefix("./checkpoints/"))
+        for name in args.encoders
+    ]
     dest = Path(args.dest)
     targets = [(kind, name, dest / rel) for kind, name, rel in jobs]
     existing = [str(path) for _, _, path in targets if path.exists()]
@@ -244,12 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_sam2_config(name)
             write_random_sam2_checkpoint(name, path, seed=args.seed)
             official = SAM2_CHECKPOINT_FILES[name].file_name
-        elif kind == "dinov2":
-            write_random_dinov2_checkpoint(name, path, seed=args.seed)
-            official = DINOV2_VARIANTS[name].file_name
         else:
-            write_random_zoo_checkpoint(name, path, seed=args.seed)
-            official = path.name
+            write_random_encoder_checkpoint(name, path, seed=args.seed)
+            official = Path(encoder_spec(name).ckpt_path).name
         size_mb = path.stat().st_size / 2**20
         print(f"  wrote {path} ({size_mb:.0f} MiB): RANDOM weights in the format of {official}")
     print("Replace these files with the real checkpoints before any real run (checkpoints/README.md).")

@@ -18,14 +18,14 @@ from torch import nn
 
 from no_time_to_train.checkpoints.loading import build_dinov2, build_sam2
 from no_time_to_train.checkpoints.registry import DINOV2_VARIANTS, SAM2_CHECKPOINT_FILES, resolve_sam2_config
+from no_time_to_train.encoders.dinov2 import to_official as dinov2_to_official
 from no_time_to_train.errors import CheckpointError, ConfigError
 from no_time_to_train.tools import random_checkpoints
+from no_time_to_train.tools.random_checkpoints import random_encoder as random_dinov2_vit
 from no_time_to_train.tools.random_checkpoints import (
-    dinov2_meta_state_dict,
-    random_dinov2_vit,
-    write_random_dinov2_checkpoint,
-    write_random_sam2_checkpoint,
+    write_random_encoder_checkpoint as write_random_dinov2_checkpoint,
 )
+from no_time_to_train.tools.random_checkpoints import write_random_sam2_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DOWNLOAD_SCRIPT = REPO / "checkpoints" / "download_checkpoints.sh"
@@ -277,7 +277,7 @@ def test_meta_format_is_inverted_exactly_by_timm_for_swiglu(registers):
         img_size=56, patch_size=14, embed_dim=48, depth=2, num_heads=2, init_values=0.3,
         mlp_ratio=2.66667 * 2, mlp_layer=SwiGLUPacked, act_layer=nn.SiLU, num_classes=0, **extra,
     )  # fmt: skip
-    meta = dinov2_meta_state_dict(vit)
+    meta = dinov2_to_official("", vit.state_dict())
     assert "blocks.1.mlp.w12.weight" in meta and "blocks.1.mlp.w3.bias" in meta
     assert not any(".fc1." in k or ".fc2." in k for k in meta)
     assert ("register_tokens" in meta) == registers

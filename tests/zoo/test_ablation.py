@@ -11,12 +11,15 @@ import sys
 import pytest
 import yaml
 
-from no_time_to_train.checkpoints.encoder_zoo import SMALLEST, ZOO
 from no_time_to_train.data.splits import COCO_FEW_SHOT_CLASSES
 from no_time_to_train.data.synthetic import generate_coco_dataset
+from no_time_to_train.encoders import ENCODERS as ZOO
+from no_time_to_train.encoders import smallest_of_each
 from no_time_to_train.tools.random_checkpoints import main as write_checkpoints
 
 from ..conftest import REPO
+
+SMALLEST = smallest_of_each()
 
 SHIPPED = {"dinov2": "coco_fewshot_10shot_Sam2L.yaml", "dinov3": "dinov3/coco_DinoL_Sam2L.yaml",
            "clip": "clip/coco_clipb32_Sam2L.yaml", "pe": "pe/coco_PEl14_Sam2L.yaml"}  # fmt: skip

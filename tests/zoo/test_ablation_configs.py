@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from no_time_to_train.checkpoints.encoder_zoo import encoder_spec
+from no_time_to_train.encoders import encoder_spec
 
 from ..conftest import REPO, run_cli
 
@@ -72,7 +72,7 @@ def test_download_script_lists_every_ablation_file(tmp_path):
     import shutil
     import subprocess
 
-    from no_time_to_train.checkpoints.encoder_zoo import ZOO
+    from no_time_to_train.encoders import ENCODERS as ZOO
 
     if shutil.which("bash") is None:
         pytest.skip("needs bash")

@@ -1,5 +1,6 @@
-"""The encoder zoo: official file layouts (recorded from the official code), strict loading of
-random-weight files in those layouts, feature contracts, configuration checks."""
+"""The encoder families through their registry (``no_time_to_train.encoders``): official file
+layouts (recorded from the official code), strict loading of random-weight files in those layouts,
+checkpoint signatures, feature contracts, configuration checks; every family, DINOv2 included."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from no_time_to_train.checkpoints.encoder_loading import build_zoo_encoder
-from no_time_to_train.checkpoints.encoder_zoo import SAT_MEAN, ZOO, encoder_spec
-from no_time_to_train.checkpoints.official_layouts import to_official
+from no_time_to_train.encoders import ENCODERS as ZOO
+from no_time_to_train.encoders import FAMILIES, encoder_spec, identify_checkpoint, to_official
+from no_time_to_train.encoders import build_encoder as build_zoo_encoder
 from no_time_to_train.errors import CheckpointError, ConfigError
-from no_time_to_train.tools.random_checkpoints import random_zoo_vit, write_random_zoo_checkpoint
+from no_time_to_train.models.pixel_stats import SAT_MEAN
+from no_time_to_train.tools.random_checkpoints import random_encoder as random_zoo_vit
+from no_time_to_train.tools.random_checkpoints import (
+    write_random_encoder_checkpoint as write_random_zoo_checkpoint,
+)
 
 LAYOUTS = json.loads((Path(__file__).parents[1] / "data" / "official_layouts.json").read_text())
-ZOO_NAMES = [n for n, s in ZOO.items() if s.family != "dinov2"]
+ZOO_NAMES = list(ZOO)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
@@ -50,7 +55,15 @@ def test_every_encoder_round_trips_through_timms_filter(name):
     assert model.embed_dim == spec.feat_dim and len(model.blocks) == spec.depth
 
 
-@pytest.mark.parametrize("name", ["dinov3_small", "clip_b32"])
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_every_official_layout_is_recognised_as_its_encoder(name):
+    """The checkpoint signature of each family names the encoder whose file it is (the meta device:
+    no allocation), or one with the same official file."""
+    found = identify_checkpoint(to_official(name, _meta_model(name).state_dict()))
+    assert found is not None and (found == name or ZOO[found].timm_name == ZOO[name].timm_name), found
+
+
+@pytest.mark.parametrize("name", sorted({f.smallest for f in FAMILIES.values()}))
 def test_random_file_loads_strictly_and_features_follow_the_contract(name, tmp_path):
     path = write_random_zoo_checkpoint(name, tmp_path / "w.pt", seed=3)
     enc = build_zoo_encoder(name, path)
@@ -81,7 +94,7 @@ def test_loading_another_models_file_fails_with_the_source(tmp_path):
 
 
 def test_sizes_and_pixel_statistics():
-    with pytest.raises(ConfigError, match="multiple of dinov3_small's patch size 16"):
+    with pytest.raises(ConfigError, match="multiple of 16, the patch size of dinov3_small"):
         build_zoo_encoder("dinov3_small", None, img_size=600)
     sat = build_zoo_encoder("dinov3_small", None, pixel_stats="sat")
     assert torch.allclose(sat.mean.flatten(), torch.tensor(SAT_MEAN))
