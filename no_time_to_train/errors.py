@@ -27,6 +27,18 @@ class DatasetError(UserInputError):
     """An annotation file, reference pickle or image is missing or malformed."""
 
 
+def lookup(table: dict[str, Any], name: str, setting: str, what: str) -> Any:
+    """``table[name]``, or a ConfigError saying ``setting={name!r} is not <what>``, the close match
+    and the valid names (the registries of proposers and encoders)."""
+    if name in table:
+        return table[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    raise ConfigError(f"{setting}={name!r} is not {what}.{hint} Valid names: {', '.join(table)}.")
+
+
 def run_reporting_user_errors(fn: Callable[..., object], *args: Any, code: int = 1, **kwargs: Any) -> int:
     """Call ``fn(*args, **kwargs)`` for a command-line ``main``: its exit status.
 

@@ -19,7 +19,6 @@ Adding a family: one module in this package that defines its :class:`EncoderFami
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from no_time_to_train.errors import ConfigError
+from no_time_to_train.errors import ConfigError, lookup
 from no_time_to_train.models.pixel_stats import PIXEL_STATS
 
 
@@ -47,6 +46,15 @@ class EncoderSpec:
     download: str  # how to obtain the official file
 
 
+def official_spec(family: str, timm_name: str, dims: tuple[int, int], patch: int, sizes: tuple[int, int],
+                  file: str, folder: str, download: str, **fmt: str) -> EncoderSpec:  # fmt: skip
+    """A spec whose official ``file`` lives in ``checkpoints/<folder>/``; ``dims`` = (width, depth),
+    ``sizes`` = (the reference's input side, the native one); ``download`` is formatted with the
+    file name and ``fmt``."""
+    return EncoderSpec(family, timm_name, *dims, patch, *sizes, f"./checkpoints/{folder}/{file}",
+                       download.format(file=file, **fmt))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class EncoderFamily:
     """One kind of backbone and every encoder name of it."""
@@ -63,14 +71,22 @@ class EncoderFamily:
     to_official: Callable[[str, dict], dict]
     """A timm model's ``state_dict()`` -> the official file's (inverse of timm's filter); works on
     ``meta`` tensors."""
-    random_model: Callable[[str, int], nn.Module]
-    """A seeded random-weight timm model of the official architecture (stand-ins, tests)."""
     smallest: str
     """The smallest member (end-to-end tests, benchmark)."""
     subfolder: str
     """Where its official files live under ``checkpoints/``."""
     other_pixel_stats: bool = True
     """Whether ``encoder_cfg.pixel_stats`` may choose other statistics."""
+    random_model: Callable[[str, int], nn.Module] | None = None
+    """A seeded random-weight timm model of the official architecture (stand-ins, tests); None:
+    timm's initialisation with LayerScale gammas and biases drawn (``random_timm_vit``)."""
+
+    def random(self, name: str, seed: int) -> nn.Module:
+        if self.random_model is not None:
+            return self.random_model(name, seed)
+        from no_time_to_train.tools.random_checkpoints import random_timm_vit
+
+        return random_timm_vit(encoder_spec(name).timm_name, seed, draw_biases=True)
 
 
 FAMILIES: dict[str, EncoderFamily] = {}
@@ -87,14 +103,7 @@ def register_family(family: EncoderFamily) -> EncoderFamily:
 
 def encoder_spec(name: str) -> EncoderSpec:
     """The spec of encoder ``name``; ConfigError naming the close match and the valid names."""
-    spec = ENCODERS.get(name)
-    if spec is None:
-        close = difflib.get_close_matches(name, list(ENCODERS), n=1, cutoff=0.6)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ConfigError(
-            f"model_cfg.encoder_cfg.name={name!r} is not a known encoder.{hint} Valid names: {', '.join(ENCODERS)}."
-        )
-    return spec
+    return lookup(ENCODERS, name, "model_cfg.encoder_cfg.name", "a known encoder")
 
 
 def family_of(name: str) -> EncoderFamily:

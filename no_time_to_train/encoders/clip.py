@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from no_time_to_train.checkpoints.registry import block_count
-from no_time_to_train.encoders import EncoderFamily, EncoderSpec, register_family
+from no_time_to_train.encoders import EncoderFamily, EncoderSpec, official_spec, register_family
 
 DOWNLOAD = (
     "OpenAI's CLIP weights come as TorchScript archives ({jit}); the configs read a plain state dict: "
@@ -23,9 +23,8 @@ DOWNLOAD = (
 
 
 def _spec(tag: str, timm_name: str, dim: int, depth: int, patch: int, size: int) -> EncoderSpec:
-    file = f"ViT-{tag}.state_dict.pt"
-    return EncoderSpec("clip", timm_name, dim, depth, patch, size, size, f"./checkpoints/clip/{file}",
-                       DOWNLOAD.format(jit=f"ViT-{tag}.pt", file=file))  # fmt: skip
+    return official_spec("clip", timm_name, (dim, depth), patch, (size, size), f"ViT-{tag}.state_dict.pt", "clip",
+                         DOWNLOAD, jit=f"ViT-{tag}.pt")  # fmt: skip
 
 
 ENCODERS = {
@@ -78,13 +77,7 @@ def to_official(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def random_model(name: str, seed: int) -> nn.Module:
-    from no_time_to_train.tools.random_checkpoints import random_timm_vit
-
-    return random_timm_vit(ENCODERS[name].timm_name, seed, draw_biases=True)
-
-
 register_family(EncoderFamily(
     name="clip", encoders=ENCODERS, build=build, pixel_stats="clip", identify=identify, to_official=to_official,
-    random_model=random_model, smallest="clip_b32", subfolder="clip",
+    smallest="clip_b32", subfolder="clip",
 ))  # fmt: skip

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from no_time_to_train.checkpoints.registry import block_count
-from no_time_to_train.encoders import EncoderFamily, EncoderSpec, register_family
+from no_time_to_train.encoders import EncoderFamily, EncoderSpec, official_spec, register_family
 
 DOWNLOAD = (
     "DINOv3 weights are distributed by Meta after accepting the DINOv3 licence: request access at "
@@ -24,9 +24,8 @@ DOWNLOAD = (
 
 
 def _spec(arch: str, timm_name: str, dim: int, depth: int, weights: str, digest: str) -> EncoderSpec:
-    file = f"dinov3_{arch}_pretrain_{weights}-{digest}.pth"
-    return EncoderSpec("dinov3", timm_name, dim, depth, 16, 592, 592,
-                       f"./checkpoints/dinov3/checkpoints/{file}", DOWNLOAD.format(file=file))  # fmt: skip
+    return official_spec("dinov3", timm_name, (dim, depth), 16, (592, 592), f"dinov3_{arch}_pretrain_{weights}-{digest}.pth",
+                         "dinov3/checkpoints", DOWNLOAD)  # fmt: skip
 
 
 # The *_qkvb timm variants keep the query/value biases of Meta's files (the plain ones drop them);
@@ -121,13 +120,7 @@ def to_official(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def random_model(name: str, seed: int) -> nn.Module:
-    from no_time_to_train.tools.random_checkpoints import random_timm_vit
-
-    return random_timm_vit(ENCODERS[name].timm_name, seed, draw_biases=True)
-
-
 register_family(EncoderFamily(
     name="dinov3", encoders=ENCODERS, build=build, pixel_stats="imagenet", identify=identify,
-    to_official=to_official, random_model=random_model, smallest="dinov3_small", subfolder="dinov3/checkpoints",
+    to_official=to_official, smallest="dinov3_small", subfolder="dinov3/checkpoints",
 ))  # fmt: skip

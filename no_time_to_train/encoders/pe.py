@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from no_time_to_train.checkpoints.registry import block_count
-from no_time_to_train.encoders import EncoderFamily, EncoderSpec, register_family
+from no_time_to_train.encoders import EncoderFamily, EncoderSpec, official_spec, register_family
 
 DOWNLOAD = (
     "Perception Encoder weights are on the Hugging Face hub (facebook/{repo}, Apache-2.0; the model page "
@@ -23,9 +23,9 @@ DOWNLOAD = (
 
 
 def _spec(repo: str, timm_name: str, dim: int, depth: int) -> EncoderSpec:
-    file = f"{repo}.pt"
-    return EncoderSpec("pe", timm_name, dim, depth, 14, 518, 448, f"./checkpoints/pe/{file}",
-                       DOWNLOAD.format(repo=repo, file=file))  # fmt: skip
+    return official_spec(
+        "pe", timm_name, (dim, depth), 14, (518, 448), f"{repo}.pt", "pe", DOWNLOAD, repo=repo
+    )
 
 
 ENCODERS = {
@@ -77,13 +77,7 @@ def to_official(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return visual_layout({k: v for k, v in state.items() if "rope" not in k}, "", keep_head=False)
 
 
-def random_model(name: str, seed: int) -> nn.Module:
-    from no_time_to_train.tools.random_checkpoints import random_timm_vit
-
-    return random_timm_vit(ENCODERS[name].timm_name, seed, draw_biases=True)
-
-
 register_family(EncoderFamily(
     name="pe", encoders=ENCODERS, build=build, pixel_stats="imagenet", identify=identify, to_official=to_official,
-    random_model=random_model, smallest="PE-Spatial-L14-448", subfolder="pe",
+    smallest="PE-Spatial-L14-448", subfolder="pe",
 ))  # fmt: skip

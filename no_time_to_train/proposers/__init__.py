@@ -12,7 +12,6 @@ the package registers its own proposer the same way, as the tests' oracle does).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from no_time_to_train.errors import ConfigError
+from no_time_to_train.errors import lookup
 
 if TYPE_CHECKING:
     from no_time_to_train.config import ModelCfg
@@ -64,14 +63,7 @@ def register_proposer(plugin: ProposerPlugin) -> ProposerPlugin:
 
 def proposer_plugin(name: str) -> ProposerPlugin:
     """The registered plug-in ``name``; ConfigError naming the close match and the choices."""
-    plugin = PROPOSERS.get(name)
-    if plugin is None:
-        close = difflib.get_close_matches(name, list(PROPOSERS), n=1, cutoff=0.6)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ConfigError(
-            f"model_cfg.proposer={name!r} is not a registered proposer.{hint} Registered: {', '.join(PROPOSERS)}."
-        )
-    return plugin
+    return lookup(PROPOSERS, name, "model_cfg.proposer", "a registered proposer")
 
 
 def build_proposer(cfg: ModelCfg) -> nn.Module:

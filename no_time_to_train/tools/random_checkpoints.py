@@ -96,7 +96,7 @@ def random_encoder(name: str, seed: int = 0) -> nn.Module:
     ``no_time_to_train.encoders``) that :func:`write_random_encoder_checkpoint` writes."""
     from no_time_to_train.encoders import family_of
 
-    return family_of(name).random_model(name, seed)
+    return family_of(name).random(name, seed)
 
 
 def write_random_encoder_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
@@ -185,9 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("WARNING: writing RANDOM weights (smoke tests only; predictions will be meaningless).")
     for kind, name, path in targets:
         if kind == "sam2":
-            resolve_sam2_config(name)
-            write_random_sam2_checkpoint(name, path, seed=args.seed)
-            official = SAM2_CHECKPOINT_FILES[name].file_name
+            from no_time_to_train.config import ModelCfg
+            from no_time_to_train.proposers import proposer_plugin
+
+            # The proposer plug-in's stand-in: the file at its official name in that folder.
+            proposer_plugin("sam2").write_stand_in(ModelCfg(sam2_cfg_file=name), path.parent, args.seed)
+            official = SAM2_CHECKPOINT_FILES[resolve_sam2_config(name)].file_name
         else:
             write_random_encoder_checkpoint(name, path, seed=args.seed)
             official = Path(encoder_spec(name).ckpt_path).name

@@ -34,7 +34,8 @@ def test_paired_keys_disagreeing_are_refused_naming_both():
     cfg = ModelCfg()
     cfg.encoder_cfg.img_size = 500
     with pytest.raises(
-        ConfigError, match=r"img_size \(500\) must be a positive multiple of encoder_cfg.patch_size \(14\)"
+        ConfigError,
+        match=r"encoder_cfg.img_size=500 must be a positive multiple of 14, the patch size of dinov2_large",
     ):
         validate(cfg, None)
 

@@ -176,3 +176,11 @@ def test_the_oracle_proposer_comes_from_the_public_registry():
         3,
     )
     assert "build_proposer" not in vars(oracle.OracleMatcherModel)
+
+
+def test_the_sam2_stand_in_is_written_by_its_plugin_and_loads_strictly(tmp_path):
+    from no_time_to_train.checkpoints.loading import build_sam2
+
+    written = PROPOSERS["sam2"].write_stand_in(ModelCfg(sam2_cfg_file="sam2_hiera_t.yaml"), tmp_path, 0)
+    assert written == {"sam2_ckpt_path": str(tmp_path / "sam2_hiera_tiny.pt")}
+    build_sam2("sam2_hiera_t.yaml", written["sam2_ckpt_path"])  # strict: every key and shape
