@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,18 @@ class Prediction:
     @property
     def label_names(self) -> list[str]:
         return [self.class_names[i] for i in self.labels.tolist()]
+
+
+@dataclass
+class FolderPrediction:
+    """One image of a folder: its path relative to the folder, size, and prediction, or why it
+    could not be read (``error``; ``prediction`` is then None)."""
+
+    file_name: str
+    width: int
+    height: int
+    prediction: Prediction | None
+    error: str | None = None
 
 
 def default_device() -> str:
@@ -111,6 +123,8 @@ class FewShotSegmenter:
         self.segmenter: ReferenceSegmenter | None = None
         self.progress = True
         """Progress bars in ``add_reference`` (several instances) and ``predict``; False: silent."""
+        self.cat_ids = list(range(1, len(self.class_names) + 1))
+        """Category id of each class in exported datasets (a memory file's own ids once loaded)."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -370,6 +384,9 @@ class FewShotSegmenter:
             if not negatives.is_postprocessed:
                 negatives = None  # fill_memory_neg's output: run postprocess_memory_neg to use them
         self._refs, self._negs = [], []
+        ids = [int(i) for i in meta.get("cat_ids") or []]
+        if len(ids) == c and -1 not in ids:
+            self.cat_ids = ids
         self._use_bank(bank, negatives)
 
     # ------------------------------------------------------------------ inference
@@ -421,3 +438,81 @@ class FewShotSegmenter:
             labels=det.labels[:n].cpu().numpy(),
             class_names=self.class_names,
         )
+
+    # ------------------------------------------------------------------ folders
+    def _folder_files(self, root: str, images: str | Sequence[str] | None) -> list[str]:
+        from no_time_to_train.data.folders import list_images
+
+        if images is None or isinstance(images, str):
+            return list_images(root, images, where="label_folder: root")
+        files = [str(f) for f in images]
+        if not files:
+            raise UserInputError("images: an empty list; name at least one image (relative to root).")
+        return files
+
+    def predict_folder(self, root: str, images: str | Sequence[str] | None = None, score_thr: float = 0.0,
+                       skip: Sequence[str] = ()) -> Iterator[FolderPrediction]:  # fmt: skip
+        """Segment every image under ``root`` (sub-folders too; other files ignored), one at a time,
+        in sorted order of their relative paths. ``images``: a glob relative to ``root``
+        (``"**/*.jpg"``), a .txt file of relative paths, or a list of relative paths. A file that
+        cannot be read is yielded with its ``error`` instead of stopping the run; ``skip``: relative
+        paths not to process."""
+        from no_time_to_train.data.images import load_rgb
+        from no_time_to_train.errors import DatasetError
+
+        skip = set(skip)
+        for name in self._folder_files(root, images):
+            if name in skip:
+                continue
+            try:
+                pil = load_rgb(
+                    os.path.join(root, name), hint="The file disappeared after the folder was listed."
+                )
+            except (DatasetError, OSError, ValueError) as e:
+                yield FolderPrediction(name, 0, 0, None, str(e))
+                continue
+            yield FolderPrediction(name, pil.width, pil.height, self.predict(pil, score_thr, progress=False))
+
+    def label_folder(self, root: str, out_json: str, images: str | Sequence[str] | None = None,
+                     score_thr: float = 0.0, max_per_image: int | None = None, segmentation: str = "rle",
+                     overwrite: bool = False, results_json: str | None = None) -> dict:  # fmt: skip
+        """Label the images under ``root`` (see :meth:`predict_folder`) into a COCO instances dataset
+        ``out_json`` (relative ``file_name``, RLE or polygon masks, ``score``), written per image and
+        resumable: called again after an interruption, it continues where it stopped (other
+        settings are refused unless ``overwrite``). Unreadable files are listed in
+        ``<out_json>.skipped.txt``. Returns the summary (images, annotations, per category, skipped)."""
+        from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, list_digest
+
+        if self.segmenter is None:
+            self.build_memory()
+        files = self._folder_files(root, images)
+        settings = ExportSettings(score_thr, max_per_image, segmentation)
+        manifest = {"format": 1, "memory": self.memory_digest(), "model_cfg": dataclasses.asdict(self.cfg),
+                    "root": os.path.abspath(root), "images": list_digest(files), "image_count": len(files),
+                    "export": dataclasses.asdict(settings)}  # fmt: skip
+        labeller = FolderLabeller(
+            out_json, files, self.cat_ids, self.class_names, manifest, settings, overwrite
+        )
+        self.cpu_note()
+        bar = tqdm(total=len(labeller.todo), desc="label_folder", unit="image", disable=not self.progress)
+        for item in self.predict_folder(root, files, score_thr=0.0, skip=set(files) - set(labeller.todo)):
+            labeller.add(item.file_name, item.width, item.height, item.prediction, item.error)
+            bar.update()
+        bar.close()
+        return labeller.finish(results_json)
+
+    def memory_digest(self) -> str:
+        """SHA-256 of the memory's tensors (what a resumed labelling run must still use)."""
+        import hashlib
+
+        if self.segmenter is None:
+            self.build_memory()
+        h = hashlib.sha256()
+        banks = [self.segmenter.memory] + (
+            [self.segmenter.negatives] if self.segmenter.negatives is not None else []
+        )
+        for bank in banks:
+            for key, value in sorted(bank.state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()

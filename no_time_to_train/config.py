@@ -205,9 +205,16 @@ class ReferenceSetCfg(ImageSetCfg):
 
 @dataclass
 class TargetSetCfg(ImageSetCfg):
-    """Target images with ground truth that test (``dataset_cfgs.test``) or test_support
-    (``dataset_cfgs.support``) segments and evaluates; ``image_size`` is the proposer's input."""
+    """Target images that test (``dataset_cfgs.test``) or test_support (``dataset_cfgs.support``)
+    segments; ``image_size`` is the proposer's input. With a json (ground truth) the run reports
+    COCO AP; test also takes a folder without one (``json_file: null``)."""
 
+    json_file: str | None = "./data/coco/annotations/instances_val2017.json"
+    """COCO instances json of the target images (ground truth for the AP); null: label the images
+    under ``root`` (no AP; write them with --export_dataset)."""
+    images: str | None = None
+    """Without a json: which images under ``root`` (default every image, in sub-folders too): a
+    glob relative to the root (``**/*.jpg``) or a .txt file listing relative paths."""
     with_query_points: bool = False
     """Accepted for the reference's configs and ignored (the point grid is always used)."""
 

@@ -116,6 +116,10 @@ def validate(model_cfg: ModelCfg, dataset_cfgs: DatasetCfgs | None = None, mode:
     if target is not None and target[1] is not None:
         where, c = target
         check_image_set(c, where)
+        if c.json_file is None and mode.data != "targets":
+            raise ConfigError(
+                f"dataset_cfgs.{where}.json_file: {mode.name} needs ground truth; name the json."
+            )
         size = proposer_input_size(model_cfg)
         if c.image_size != size:
             raise ConfigError(

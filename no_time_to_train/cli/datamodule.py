@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from no_time_to_train.data.datasets import COCOMemoryFillCropDataset, COCORefTestDataset
-from no_time_to_train.errors import ConfigError
+from no_time_to_train.data.folders import FolderTargetDataset, list_images
+from no_time_to_train.errors import ConfigError, UserInputError
 from no_time_to_train.runtime import adapt_cpu_threads, configure_cpu_threads, one_thread_worker, usable_cpus
 
 SUPPORT_HINT = (
@@ -48,6 +49,13 @@ class ReferenceDataModule(pl.LightningDataModule):
         """Threads per process for each step on CPU (None: fixed by compute_cfgs.num_threads, or GPU)."""
         self.negative_paths: tuple[str | None, str | None] = (None, None)
         """(--out_neg_pkl, --out_neg_json): the negative reference set fill_memory_neg reads."""
+        self.all_files: list[str] = []
+        """Every target image of the run (relative paths), in the order of their ids."""
+        self.all_ids: list[int] | None = None
+        """Their image ids (None: 1, 2, ... in that order, a folder without a json)."""
+        self.todo: list[str] | None = None
+        """Without a json: the images still to do (a resumed run skips the finished ones)."""
+        self.already_done = 0
 
     # ------------------------------------------------------------------ which images
     def target_cfg(self) -> tuple[Any, str]:
@@ -61,11 +69,15 @@ class ReferenceDataModule(pl.LightningDataModule):
             )
         return cfgs.support, "support"
 
+    def is_folder(self) -> bool:
+        """Targets given as a folder without ground truth (``dataset_cfgs.test.json_file: null``)."""
+        return self.module.mode.data == "targets" and self.module.dataset_cfgs.test.json_file is None
+
     def is_lazy(self) -> bool:
         """Built at the first loader, after the memory file is restored: targets without an explicit
         class selection take the bank's classes, and negatives are checked against them."""
         data = self.module.mode.data
-        if data == "negatives":
+        if data == "negatives" or self.is_folder():
             return True
         if data in ("targets", "support"):
             c = self.target_cfg()[0]
@@ -83,6 +95,8 @@ class ReferenceDataModule(pl.LightningDataModule):
             )  # fmt: skip
             module.check_class_count(len(ds.cat_ids), "dataset_cfgs.fill_memory")
             return ds
+        if self.is_folder():
+            return self._folder()
         if data in ("targets", "support"):
             c, _ = self.target_cfg()
             bank_ids = module.bank_cat_ids()
@@ -93,6 +107,52 @@ class ReferenceDataModule(pl.LightningDataModule):
         if data == "negatives":
             return self._negatives()
         return _Single()
+
+    def _folder(self) -> Dataset:
+        """The folder's images not done yet; classes and ids from the memory file."""
+        module, c = self.module, self.module.dataset_cfgs.test
+        ids = module.bank_cat_ids()
+        names = module.class_names() or []
+        if -1 in ids:  # a file written before it recorded category ids
+            ids = list(range(1, len(ids) + 1))
+        if len(names) != len(ids):
+            names = [f"class_{i}" for i in ids]
+        todo = self.all_files if self.todo is None else self.todo
+        return FolderTargetDataset(c.root, todo, self.all_files, c.image_size, ids, names)
+
+    def _prepare_folder(self) -> None:
+        """List the folder; resume or start the dataset's shards."""
+        c = self.module.dataset_cfgs.test
+        self.all_files = list_images(c.root, c.images)
+        done = self._prepare_export(resume=True)
+        self.todo = [f for f in self.all_files if f not in done]
+        self.already_done = len(self.all_files) - len(self.todo)
+        out = self.module.outputs.export_dataset
+        if self.already_done and self.module.global_rank == 0:
+            print(f"Resuming {out}: {self.already_done} of {len(self.all_files)} images are done ({out}.parts); "
+                  f"{len(self.todo)} to go.")  # fmt: skip
+
+    def _prepare_export(self, resume: bool) -> set[str]:
+        """Start (or, with ``resume``, resume) the shards of --export_dataset: one process decides,
+        every process learns the outcome. Returns the images already done."""
+        from no_time_to_train.output.coco_dataset import ShardStore
+
+        module, out = self.module, self.module.outputs
+        if not out.export_dataset:
+            return set()
+        store, strategy = ShardStore(out.export_dataset), self.trainer.strategy
+        problem = None
+        if module.global_rank == 0:
+            try:
+                # A set with ground truth is evaluated as a whole: its export always starts afresh.
+                store.prepare(module.dataset_manifest(self.all_files), overwrite=out.overwrite or not resume)
+            except UserInputError as e:
+                problem = str(e)
+        problem = strategy.broadcast(problem, src=0)
+        if problem:
+            raise UserInputError(problem)
+        strategy.barrier("prepare_export")
+        return set(store.done()) if resume else set()
 
     def _negatives(self) -> Dataset:
         pkl, js = self.negative_paths
@@ -120,8 +180,22 @@ class ReferenceDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
+        if self.is_folder():
+            self._prepare_folder()
         self.dataset = None if self.is_lazy() else self.build()
+        if self.module.mode.data == "targets" and not self.is_folder():
+            self._prepare_export(resume=False)
+        if self.dataset is not None and not self.is_folder() and hasattr(self.dataset, "img_ids"):
+            self._index_targets(self.dataset)
         self._configure_cpu_threads()
+
+    def _index_targets(self, ds: Any) -> None:
+        """Images of a json's target set, in id order (what a dataset export lists)."""
+        from no_time_to_train.data.coco import image_file_name
+
+        if hasattr(ds, "coco"):
+            self.all_ids = list(ds.img_ids)
+            self.all_files = [image_file_name(ds.coco.imgs[i]) for i in ds.img_ids]
 
     def _configure_cpu_threads(self) -> None:
         """Each CPU process of the run gets its share of the cores (torch would give every one of
@@ -141,6 +215,8 @@ class ReferenceDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.dataset = self.build()
+            if not self.is_folder():
+                self._index_targets(self.dataset)
         # More workers than cores only adds contention (the configs ask for 4).
         workers = (
             min(self.module.data_load_cfgs.workers, usable_cpus()) if self.module.mode.data != "bank" else 0

@@ -12,8 +12,9 @@ import os
 import re
 import sys
 import warnings
-from typing import Any
+from typing import Any, Literal
 
+from jsonargparse import ActionYesNo
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from no_time_to_train import signals
@@ -21,8 +22,10 @@ from no_time_to_train.cli.datamodule import SUPPORT_HINT, ReferenceDataModule
 from no_time_to_train.cli.lightning_module import Sam2MatcherLightningModel
 from no_time_to_train.cli.parse_errors import condense
 from no_time_to_train.compat import CheckpointWithoutHyperparameters
+from no_time_to_train.data.folders import list_images
 from no_time_to_train.errors import UserInputError
 from no_time_to_train.io_utils import check_output_path
+from no_time_to_train.output.coco_dataset import ExportSettings
 from no_time_to_train.output.sinks import RunOutputs
 from no_time_to_train.pipeline import memory_io
 
@@ -130,6 +133,19 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             default=None,
             help="Write the COCO-format results json here after test.",
         )
+        parser.add_argument(
+            "--export_dataset", type=str | None, default=None,
+            help="test: write the labelled images as a COCO instances dataset json here (written per image "
+                 "to OUT.parts/ and assembled at the end; a stopped run resumes with the same command).",
+        )  # fmt: skip
+        parser.add_argument("--export_score_thr", type=float, default=0.0,
+                            help="--export_dataset keeps detections scoring at least this.")  # fmt: skip
+        parser.add_argument("--export_max_dets", type=int | None, default=None,
+                            help="--export_dataset keeps at most this many detections per image (best first).")  # fmt: skip
+        parser.add_argument("--export_segmentation", type=Literal["rle", "polygon"], default="rle",
+                            help="--export_dataset mask format: rle (exact) or polygon (outer contours).")  # fmt: skip
+        parser.add_argument("--overwrite", action=ActionYesNo, default=False,
+                            help="--export_dataset: start a stopped run with other settings over (deletes its parts).")  # fmt: skip
         parser.add_argument("--seed", type=int | None, default=None, help="Only names the results json.")
         parser.add_argument("--n_shot", type=int | None, default=None, help="Only names the results json.")
         parser.add_argument("--coco_semantic_split", type=str | None, default=None,
@@ -166,6 +182,8 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             )
         self._refuse_overwriting_inputs(args)
         self._check_outputs_writable(args)
+        if mode.data == "targets" and module.dataset_cfgs.test.json_file is None:
+            self._check_folder_run(args)
         if mode.needs_ckpt and not ckpt:
             raise UserInputError(f"{flag} starts from the postprocessed positive memory: pass --ckpt_path "
                                  "memory_postprocessed.ckpt.")  # fmt: skip
@@ -187,7 +205,10 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
             self._ckpt_contents = None
             memory_io.check_meta(contents, module.memory_meta(), ckpt)
         module.memory_path = ckpt
+        settings = ExportSettings(args.export_score_thr, args.export_max_dets, args.export_segmentation)
         module.outputs = RunOutputs(
+            export_dataset=args.export_dataset if "export_dataset" in mode.output_flags else None,
+            export_settings=settings, overwrite=bool(args.overwrite),
             out_path=args.out_path if mode.writes_memory else None,
             export_result=args.export_result if "export_result" in mode.output_flags else None,
             results_name=results_name(args.coco_semantic_split, args.n_shot, args.seed) or None
@@ -196,6 +217,23 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         )  # fmt: skip
         self.datamodule = ReferenceDataModule(module)
         self.datamodule.negative_paths = (args.out_neg_pkl, args.out_neg_json)
+
+    def _check_folder_run(self, args: Any) -> None:
+        """A folder without ground truth: it holds images, and the run writes a dataset that does
+        not overwrite one of them (checked at once, before any network is built)."""
+        test = self.model.dataset_cfgs.test
+        files = list_images(test.root, test.images)
+        if not args.export_dataset:
+            raise UserInputError(
+                f"dataset_cfgs.test.json_file is null, so the {len(files)} image(s) under {test.root} have no ground "
+                "truth to evaluate against: pass --export_dataset OUT.json to write them as a labelled COCO dataset."
+            )
+        for flag in ("export_dataset", "export_result"):
+            out = args.get(flag)
+            if out and any(_same_file(out, os.path.join(test.root, f)) for f in files):
+                raise UserInputError(
+                    f"--{flag} {out} is one of the target images; outputs never overwrite inputs."
+                )
 
     def _check_outputs_writable(self, args: Any) -> None:
         """Every output of this run must be writable before the networks are built: a path that

@@ -286,6 +286,33 @@ class Sam2MatcherLightningModel(pl.LightningModule):
             return getattr(self.dataset, "cat_names", None)
         return (self.loaded_meta or {}).get("class_names")
 
+    def dataset_manifest(self, files: list[str]) -> dict:
+        """What a labelling run is, for resuming it (``output.coco_dataset``): the memory file's
+        contents, every setting that changes a detection, the images and the export settings."""
+        import dataclasses
+
+        from no_time_to_train.output.coco_dataset import file_digest, list_digest
+
+        cfg = dataclasses.asdict(self.model_cfg)
+        for key in ("num_threads", "decoder_chunk", "merge_chunk"):  # the same numbers either way
+            cfg["compute_cfgs"].pop(key, None)
+        for key in ("testing_point_bs",):
+            cfg["sam2_infer_cfgs"].pop(key, None)
+        cfg.pop("test", None)  # pictures and plain exports
+        test = self.dataset_cfgs.test
+        return {
+            "format": 1,
+            "memory_file": file_digest(self.memory_path) if self.memory_path else None,
+            "model_cfg": cfg,
+            "root": os.path.abspath(test.root),
+            "images": list_digest(files),
+            "image_count": len(files),
+            "image_size": test.image_size,
+            "export": dataclasses.asdict(self.outputs.export_settings)
+            if self.outputs.export_settings
+            else None,
+        }
+
     def memory_meta(self) -> dict:
         enc = self.model_cfg.encoder_cfg
         names = self.class_names() if self._trainer is not None else None

@@ -87,6 +87,9 @@ def postprocess_negative(module: Any, item: dict) -> None:
 
 
 def segment(module: Any, item: dict) -> Any:
+    """Detections of one target; None for a file that could not be read (folder runs skip it)."""
+    if "error" in item:
+        return None
     return module.segmenter.predict(item["image"][None], tuple(item["ori_size"]))
 
 
@@ -103,8 +106,18 @@ def _memory_file(run: Any, out: S.RunOutputs) -> list[S.Sink]:
 def _test_sinks(run: Any, out: S.RunOutputs) -> list[S.Sink]:
     opts = run.model_cfg.test
     inst = f"inst_to_segm/coco_inst_{out.results_name}_results.json" if out.results_name else None
-    sinks: list[S.Sink] = [S.CocoResultsSink(("Results", out.export_result), ("Results", inst)),
-                           S.CocoEvaluationSink()]  # fmt: skip
+    sinks: list[S.Sink] = []
+    if getattr(run.dataset, "has_ground_truth", True):
+        sinks += [
+            S.CocoResultsSink(("Results", out.export_result), ("Results", inst)),
+            S.CocoEvaluationSink(),
+        ]
+        if out.export_dataset:
+            sinks.append(S.CocoDatasetSink(out.export_dataset, out.export_settings))
+    else:  # a folder without ground truth: the results too come from the shards (constant memory)
+        sinks.append(
+            S.CocoDatasetSink(out.export_dataset, out.export_settings, results_json=out.export_result)
+        )
     if opts.export_dir:
         sinks.append(S.ExportSink(opts.export_dir, opts.export_format))
     if opts.online_vis:
@@ -130,7 +143,8 @@ MODES: dict[str, Mode] = {
              sinks=lambda run, out: [S.ReferencePictureSink()]),
         Mode("test", "segment the test images, write the results and report COCO AP", data="targets",
              step=segment, encoder=True, proposer=True, bank="postprocessed", negatives="scoring",
-             output_flags=("export_result",), pictures=lambda cfg: cfg.test.online_vis, sinks=_test_sinks),
+             output_flags=("export_result", "export_dataset"), pictures=lambda cfg: cfg.test.online_vis,
+             sinks=_test_sinks),
         Mode("test_support", "segment the support set and sample its false positives as negatives",
              data="support", step=segment, encoder=True, proposer=True, bank="postprocessed", needs_ckpt=True,
              needs_support_cfg=True, output_flags=("out_support_res", "out_neg_pkl", "out_neg_json"),

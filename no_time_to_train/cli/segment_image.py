@@ -24,7 +24,7 @@ from tqdm import tqdm
 from no_time_to_train.api import FewShotSegmenter, Prediction
 from no_time_to_train.checkpoints.preflight import PRESETS, resolve_preset
 from no_time_to_train.data.coco import image_file_name, load_coco
-from no_time_to_train.data.images import as_pil_rgb
+from no_time_to_train.data.images import load_rgb
 from no_time_to_train.errors import DatasetError, UserInputError, run_reporting_user_errors
 from no_time_to_train.pipeline import memory_io
 
@@ -146,6 +146,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thr", type=float, default=0.3, help="keep instances scoring above this")
     p.add_argument("--save-masks", action="store_true", help="also write one PNG per instance")
     p.add_argument("--save-memory", help="write the memory built from --refs here")
+    p.add_argument("--coco-out", metavar="OUT.json",
+                   help="also write every target as one COCO instances dataset (file names relative to the images' "
+                        "common folder; written per image, a stopped run resumes with the same command)")  # fmt: skip
+    p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
+                   help="mask format of --coco-out (default: %(default)s)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="--coco-out: start a stopped run with other settings over")  # fmt: skip
     p.add_argument("--negatives", help="negative references: a folder laid out like --refs "
                    "(<class name>/<image> + <stem>_mask.png) of things that are NOT the class (e.g. its false "
                    "positives); proposals resembling them more than the class are penalised")  # fmt: skip
@@ -209,13 +216,55 @@ def run(args: argparse.Namespace) -> list[str]:
         seg.save_memory(args.save_memory)
         print(f"Memory written to {args.save_memory} (reuse it with --memory {args.save_memory}).")
     written = []
+    root = common_root(images)
+    labeller = coco_labeller(seg, args, images, root) if args.coco_out else None
+    todo = set(labeller.todo) if labeller else None
+    skipped = []
     for path in tqdm(images, desc="targets", unit="image"):
-        image = as_pil_rgb(path)
+        rel = Path(os.path.relpath(path, root)).as_posix()
+        if todo is not None and rel not in todo:
+            continue  # done by the run this one resumes
+        try:
+            image = load_rgb(path, hint="Check the --images paths.")
+        except (DatasetError, OSError, ValueError) as e:
+            skipped.append(path)
+            tqdm.write(f"{path}: skipped ({' '.join(str(e).split())})")
+            if labeller:
+                labeller.add(rel, 0, 0, None, str(e))
+            continue
         pred = seg.predict(image, score_thr=args.score_thr)
         stem = Path(path).stem
         written += write_outputs(pred, image, args.out, stem, args.save_masks, os.path.basename(path))
+        if labeller:
+            labeller.add(rel, image.width, image.height, pred)
         tqdm.write(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
+    if labeller:
+        labeller.finish()
+        written.append(args.coco_out)
+    if skipped:
+        print(
+            f"{len(skipped)} of {len(images)} target(s) could not be read and were skipped: {', '.join(skipped)}"
+        )
     return written
+
+
+def common_root(paths: list[str]) -> str:
+    """The deepest folder holding every path (file names in --coco-out are relative to it)."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+
+
+def coco_labeller(seg: FewShotSegmenter, args: argparse.Namespace, images: list[str], root: str):  # noqa: ANN201
+    import dataclasses
+
+    from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, list_digest
+
+    files = [Path(os.path.relpath(p, root)).as_posix() for p in images]
+    settings = ExportSettings(args.score_thr, None, args.coco_segmentation)
+    manifest = {"format": 1, "memory": seg.memory_digest(), "model_cfg": dataclasses.asdict(seg.cfg), "root": root,
+                "images": list_digest(files), "image_count": len(files), "export": dataclasses.asdict(settings)}  # fmt: skip
+    return FolderLabeller(
+        args.coco_out, files, seg.cat_ids, seg.class_names, manifest, settings, args.overwrite
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,12 @@ class RunOutputs:
     out_support_res: str | None = None
     out_neg_pkl: str | None = None
     out_neg_json: str | None = None
+    export_dataset: str | None = None
+    """--export_dataset: the COCO instances dataset of the labelled images."""
+    export_settings: Any = None
+    """``output.coco_dataset.ExportSettings`` of --export_dataset."""
+    overwrite: bool = False
+    """--overwrite: start a stopped labelling run over instead of resuming it."""
 
 
 class Sink:
@@ -69,6 +75,8 @@ class CocoResultsSink(Sink):
         run.results = None
 
     def process(self, run: Any, item: dict, output: Any) -> None:
+        if output is None:
+            return  # a target that could not be read (skipped)
         records = encode_detections(output.masks, output.boxes, output.scores, output.labels, item["img_id"],
                                     run.dataset.cat_inds_to_ids)  # fmt: skip
         self._local.append((item["index"], records))
@@ -120,6 +128,8 @@ class ExportSink(Sink):
     def process(self, run: Any, item: dict, output: Any) -> None:
         from no_time_to_train.output.exports import export_prediction
 
+        if output is None:
+            return
         ds = run.dataset
         export_prediction(
             output.masks.cpu().numpy(), output.boxes.cpu().numpy(), output.scores.tolist(), output.labels.tolist(),
@@ -139,6 +149,8 @@ class PredictionPictureSink(Sink):
             visualize_prediction,
         )  # fmt: skip
 
+        if output is None:
+            return
         opts, ds = run.model_cfg.test, run.dataset
         image = load_original_image(opts.imgs_path or ds.root, item["file_name"], item["ori_size"])
         names = list(run.model_cfg.class_names or ds.cat_names)
@@ -195,3 +207,60 @@ class NegativeSamplingSink(Sink):
         counts = ", ".join(f"{ds.coco.cats[c]['name']} {len(v)}" for c, v in refs.items())
         print(f"Negative references (false positives, at most {length} per class): {counts}; written to "
               f"{self.pkl} and {self.json_file}")  # fmt: skip
+
+
+class CocoDatasetSink(Sink):
+    """The labelled images as a COCO instances dataset (``--export_dataset``), written per image to
+    this process's shard and assembled at the end (``output.coco_dataset``); images that could not
+    be read are listed in ``<out>.skipped.txt``. ``results_json``: also the COCO results json."""
+
+    def __init__(self, out_json: str, settings: Any, results_json: str | None = None):
+        from no_time_to_train.output.coco_dataset import ShardStore
+
+        self.store, self.settings, self.results_json = ShardStore(out_json), settings, results_json
+        self.writer: Any = None
+        self.progress: Any = None
+
+    def reset(self, run: Any) -> None:
+        from no_time_to_train.output.coco_dataset import Progress
+
+        self._started = time.perf_counter()
+        self.writer = self.store.open_shard(run.global_rank)
+        dm = run.datamodule
+        if run.trainer.is_global_zero:
+            self.progress = Progress(self.store, len(dm.all_files), dm.already_done)
+
+    def process(self, run: Any, item: dict, output: Any) -> None:
+        from no_time_to_train.output.coco_dataset import image_record, skipped_record
+
+        if output is None:
+            self.writer.write(skipped_record(item["file_name"], item.get("error", "unreadable")))
+        else:
+            h, w = (int(v) for v in item["ori_size"])
+            self.writer.write(image_record(
+                item["file_name"], w, h, output.masks.cpu().numpy(), output.boxes.float().cpu().numpy(),
+                output.scores.float().cpu().numpy(), output.labels.cpu().numpy(), run.dataset.cat_ids, self.settings,
+            ))  # fmt: skip
+        if self.progress is not None:
+            self.progress.tick()
+
+    def finish(self, run: Any) -> None:
+        from no_time_to_train.output.coco_dataset import categories_of, summary_lines
+
+        self.writer.close()
+        run.trainer.strategy.barrier("export_dataset")
+        if not run.trainer.is_global_zero:
+            return
+        dm, ds = run.datamodule, run.dataset
+        skipped = f"{self.store.out}.skipped.txt"
+        summary = self.store.assemble(
+            dm.all_files, categories_of(ds.cat_ids, ds.cat_names), results_json=self.results_json,
+            skipped_path=skipped, ids=dm.all_ids, info={"description": "labelled by no_time_to_train"},
+        )  # fmt: skip
+        run.export_summary = summary
+        names = dict(zip(ds.cat_ids, ds.cat_names, strict=True))
+        print(
+            summary_lines(summary, names, time.perf_counter() - self._started, str(self.store.out), skipped)
+        )
+        if self.results_json:
+            print(f"Results written to {self.results_json}")

@@ -108,6 +108,7 @@ class _DtypeProbe(nn.Module):
         super().__init__()
         self.inner, self.probe, self.seen = inner, nn.Linear(3, 3), []
         self.feat_dim = getattr(inner, "feat_dim", None)
+        self.image_size = getattr(inner, "image_size", None)  # the proposer contract
 
     def forward(self, images: torch.Tensor):
         self.seen.append(self.probe(images[:, :, 0, :3].transpose(1, 2)).dtype)
