@@ -119,10 +119,11 @@ class ShardStore:
                 old = json.loads(path.read_text())
             except ValueError:
                 old = {}
-            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            before, now = _flatten(old), _flatten(manifest)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
                 detail = "; ".join(
-                    f"{k}: {_short(old.get(k))} -> {_short(manifest.get(k))}" for k in changed[:6]
+                    f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed[:6]
                 )
                 raise UserInputError(
                     f"{self.parts} holds a stopped run of {self.out} made with other settings ({detail}). Run "
@@ -280,6 +281,17 @@ def categories_of(cat_ids: list[int], names: list[str]) -> list[dict]:
 
 def settings_dict(settings: ExportSettings) -> dict:
     return asdict(settings)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a changed setting is named by its own key."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _short(value: Any) -> str:
