@@ -169,7 +169,7 @@ class ImageSetCfg:
     """The json format; only 'coco'."""
     root: str = "./data/coco/val2017"
     """Folder of the images."""
-    json_file: str = "./data/coco/annotations/instances_val2017.json"
+    json_file: str | None = "./data/coco/annotations/instances_val2017.json"
     """COCO instances json of the images."""
     image_size: int = 1024
     """Side the images are resized to for the network that reads them."""
@@ -182,6 +182,10 @@ class ImageSetCfg:
 
     def __post_init__(self) -> None:
         self.cat_names = _split_names(self.cat_names)
+        # `--...json_file null` reaches a dataclass nested in LightningCLI's init_args as the text
+        # "None"; no json is named so.
+        if isinstance(self.json_file, str) and self.json_file.strip().lower() in ("", "none", "null"):
+            self.json_file = None
 
 
 @dataclass

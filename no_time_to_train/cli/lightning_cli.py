@@ -218,6 +218,9 @@ class NoTimeToTrainCLI(CheckpointWithoutHyperparameters, LightningCLI):
         self.datamodule = ReferenceDataModule(module)
         self.datamodule.negative_paths = (args.out_neg_pkl, args.out_neg_json)
 
+    def after_test(self) -> None:
+        self.model.finish_without_items()
+
     def _check_folder_run(self, args: Any) -> None:
         """A folder without ground truth: it holds images, and the run writes a dataset that does
         not overwrite one of them (checked at once, before any network is built)."""

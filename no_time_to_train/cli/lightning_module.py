@@ -166,6 +166,7 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self.sinks = mode.sinks(self, self.outputs)
         for sink in self.sinks:
             sink.reset(self)
+        self._started_items = True
 
     def _check_test_classes(self) -> None:
         bank_ids, ds = self.bank_cat_ids(), self.dataset
@@ -199,6 +200,14 @@ class Sam2MatcherLightningModel(pl.LightningModule):
         self._outputs = []
         for sink in self.sinks:
             sink.finish(self)
+
+    def finish_without_items(self) -> None:
+        """Lightning runs no test hook when no process has an item (a resumed labelling run whose
+        images are all done): the sinks still write the run's outputs from what is on disk."""
+        if getattr(self, "_started_items", False) or self.mode is None or not self.mode.reads_images:
+            return
+        self.on_test_start()
+        self.on_test_epoch_end()
 
     def fill_positive(self, items: list) -> None:
         """fill_memory's end: the gathered (reference entry, slot) pairs into the bank."""

@@ -159,7 +159,10 @@ def test_a_glob_or_a_list_selects_the_images(bank, synth, tmp_path, monkeypatch)
     root = tmp_path / "photos"
     placed = make_folder(synth, root)
     cfg = folder_cfg(tmp_path / "f.yaml", synth, root)
-    run_cli([*base(cfg), "--model.test_mode", "test", "--ckpt_path", bank.post, "--export_dataset", "g.json",
+    # The README's flags: a config that names a json, turned into a folder run on the command line.
+    with_json = oracle_yaml(tmp_path / "j.yaml", synth, model_cfg={"memory_bank_cfg": {"length": 1}})
+    run_cli([*base(with_json), "--model.test_mode", "test", "--ckpt_path", bank.post, "--export_dataset", "g.json",
+             "--model.init_args.dataset_cfgs.test.root", root, "--model.init_args.dataset_cfgs.test.json_file", "null",
              "--model.init_args.dataset_cfgs.test.images", "sub/**/*.png"])  # fmt: skip
     subs = sorted(r for r in placed if r.startswith("sub/"))
     assert [i["file_name"] for i in json.loads(Path("g.json").read_text())["images"]] == subs
@@ -223,8 +226,10 @@ def test_a_restart_with_other_settings_is_refused_unless_overwrite(
     run = [*base(cfg), "--model.test_mode", "test", "--ckpt_path", bank.post, "--export_dataset", "l.json"]
     run_cli(run)
     first = Path("l.json").read_text()
-    run_cli(run)  # the same command again: every image is done; the same dataset
+    Path("l.json").unlink()  # as if stopped after the last image, before the dataset was assembled
+    run_cli(run)  # the same command again: every image is done, nothing is recomputed
     assert Path("l.json").read_text() == first
+    assert sum(p.read_text().count("\n") for p in Path("l.json.parts").glob("shard-*")) == 8
     expect_user_error(capsys, [*run, "--export_score_thr", "0.5"], "other settings", "export.score_thr: 0.0 -> 0.5",
                       "--overwrite")  # fmt: skip
     expect_user_error(capsys, [*run, "--model.init_args.model_cfg.sam2_infer_cfgs.nms_thr", "0.3"],
