@@ -7,6 +7,7 @@
     seg.add_reference("bird.jpg", "bird", boxes=[[10, 20, 200, 180]])  # boxes -> masks with SAM2
     seg.save_memory("my_memory.ckpt")                                # reusable, also by the CLI
     pred = seg.predict("target.jpg")                                 # masks, boxes, scores, labels
+    seg.label_folder("photos/", "labels.json")                       # a COCO dataset of a folder
 
 It runs the same code as the CLI: the reference crop of the fill dataset, ``ReferenceSegmenter``
 (reference encoding and the test-time pipeline), the ``MemoryBank`` statistics, and the memory-file

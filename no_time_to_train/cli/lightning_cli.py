@@ -32,7 +32,9 @@ from no_time_to_train.pipeline import memory_io
 TEST_DESCRIPTION = """\
 Runs one step of the method, chosen by --model.test_mode: fill_memory (encode the reference set
 into a memory file, --out_path), postprocess_memory (class statistics, --ckpt_path IN --out_path
-OUT), vis_memory (pictures of the bank) or test (segment the test images and report COCO AP).
+OUT), vis_memory (pictures of the bank) or test (segment the test images and report COCO AP; with
+dataset_cfgs.test.json_file null, label every image under dataset_cfgs.test.root into
+--export_dataset OUT.json).
 The model keys (--model.KEY or --model.init_args.KEY; usually set in --config) are listed first,
 then Lightning's trainer options."""
 

@@ -7,7 +7,9 @@ each reference image (non-zero pixels are the object; several distinct non-zero 
 instances), or a COCO json (``--refs refs.json --ref-images DIR``) whose annotations have masks
 (polygons or RLE) or only boxes (turned into masks with SAM2). For every target image it writes
 ``<out>/<stem>.json`` (instances: class, score, XYXY box, RLE mask), ``<out>/<stem>_overlay.png``,
-and with ``--save-masks`` one PNG per instance.
+and with ``--save-masks`` one PNG per instance; with ``--coco-out OUT.json`` also one COCO instances
+dataset of all targets (file names relative to their common folder; resumable). A target that
+cannot be read is skipped and named at the end, instead of stopping the batch.
 """
 
 from __future__ import annotations
