@@ -185,7 +185,7 @@ class ReferenceDataModule(pl.LightningDataModule):
         self.dataset = None if self.is_lazy() else self.build()
         if self.module.mode.data == "targets" and not self.is_folder():
             self._prepare_export(resume=False)
-        if self.dataset is not None and not self.is_folder() and hasattr(self.dataset, "img_ids"):
+        if self.dataset is not None and self.module.mode.reads_images and not self.is_folder():
             self._index_targets(self.dataset)
         self._configure_cpu_threads()
 
@@ -193,9 +193,8 @@ class ReferenceDataModule(pl.LightningDataModule):
         """Images of a json's target set, in id order (what a dataset export lists)."""
         from no_time_to_train.data.coco import image_file_name
 
-        if hasattr(ds, "coco"):
-            self.all_ids = list(ds.img_ids)
-            self.all_files = [image_file_name(ds.coco.imgs[i]) for i in ds.img_ids]
+        self.all_ids = list(ds.img_ids)
+        self.all_files = [image_file_name(ds.coco.imgs[i]) for i in ds.img_ids]
 
     def _configure_cpu_threads(self) -> None:
         """Each CPU process of the run gets its share of the cores (torch would give every one of
@@ -215,7 +214,7 @@ class ReferenceDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.dataset = self.build()
-            if not self.is_folder():
+            if self.module.mode.reads_images and not self.is_folder():
                 self._index_targets(self.dataset)
         # More workers than cores only adds contention (the configs ask for 4).
         workers = (

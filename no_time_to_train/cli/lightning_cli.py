@@ -341,7 +341,6 @@ def _quiet_lightning() -> None:
 
 
 def main(argv: list[str] | None = None) -> NoTimeToTrainCLI | None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_lightning()
     _read_attribute_docstrings()
     previous = signals.install()

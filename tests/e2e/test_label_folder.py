@@ -199,8 +199,11 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(bank, synth, tmp_path
     root = tmp_path / "photos"
     placed = make_folder(synth, root)
     slow = folder_cfg(tmp_path / "slow.yaml", synth, root, cls="tests.oracle.SlowOracleMatcherModel")
+    # One thread: BLAS sums in one order whatever else the machine runs, so the bytes can be compared
+    # (with the default adaptive threads the figures agree to float rounding only).
     run = ["test", "--config", FEWSHOT_CFG, "--config", slow, "--model.init_args.delay", "0.4",
-           "--model.test_mode", "test", "--ckpt_path", bank.post]  # fmt: skip
+           "--model.test_mode", "test", "--ckpt_path", bank.post,
+           "--model.init_args.model_cfg.compute_cfgs.num_threads", "1"]  # fmt: skip
     whole = tmp_path / "whole.json"
     done = _cli([*run, "--export_dataset", whole], tmp_path)
     assert done.wait(timeout=600) == 0, done.communicate()[1][-3000:]
@@ -292,7 +295,7 @@ def test_the_api_and_segment_image_label_like_the_cli(tiny_ckpts, synth, tmp_pat
     coco = COCO(synth["train_json"])
     refs = load_reference_pkl(synth["reference_pkl"])
     for cat_id, name in zip(synth["category_ids"], classes, strict=True):
-        ann = coco.anns[refs[cat_id][0]]
+        ann = coco.anns[refs[cat_id][0]["ann_ids"][0]]
         path = os.path.join(synth["train_img_dir"], coco.imgs[ann["image_id"]]["file_name"])
         seg.add_reference(path, name, masks=coco.annToMask(ann))
     seg.save_memory("memory.ckpt")
