@@ -20,7 +20,7 @@ fi
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-if [ -f "$VENV/.ntt_installed" ] && python -c "import no_time_to_train, sam2, timm, pytorch_lightning" 2>/dev/null; then
+if [ -f "$VENV/.ntt_installed" ] && python -c "import no_time_to_train, sam2, timm, pytorch_lightning, supervision" 2>/dev/null; then
   say "environment in $VENV is ready"
   exit 0
 fi
