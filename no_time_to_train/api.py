@@ -81,6 +81,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | torch.device | None, style: str = "api") -> None:
+    """A CUDA device on a machine without one: one sentence in the caller's words ("api":
+    ``device=``; "segment_image": ``--device``), instead of torch's driver traceback."""
+    if device is None or torch.device(device).type != "cuda" or torch.cuda.is_available():
+        return
+    cli = style == "segment_image"
+    given = f"--device {device}" if cli else f"device={str(device)!r}"
+    cpu, flag = ("--device cpu", "--device") if cli else ("device='cpu'", "device")
+    raise UserInputError(
+        f"{given}: this machine has no usable CUDA GPU (torch finds none). Run on the CPU with {cpu}, or leave "
+        f"{flag} out (a GPU is used when there is one)."
+    )
+
+
 class FewShotSegmenter:
     """Reference images in, instance masks out. See the module docstring for an example."""
 
@@ -110,6 +124,7 @@ class FewShotSegmenter:
         for warning in validate(self.cfg):
             print(f"Warning: {warning}")
         self.device = torch.device(device or default_device())
+        check_device(self.device, checkpoint_style)
         check_checkpoints(
             self.cfg, style=checkpoint_style, proposer=proposer is None, encoder=encoder is None
         )

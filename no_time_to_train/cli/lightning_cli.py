@@ -63,7 +63,13 @@ def model_help() -> str:
 
 
 class ShortErrorParser(LightningArgumentParser):
-    """Configuration errors in one short paragraph (``parse_errors.condense``), not a usage dump."""
+    """Configuration errors in one short paragraph (``parse_errors.condense``), not a usage dump.
+    Flags are matched exactly: argparse would otherwise take a prefix (``...points_per_sid 8``)
+    for the one flag it begins."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):  # noqa: ANN201
         if not self.exit_on_error:

@@ -136,8 +136,9 @@ def expand_images(items: list[str]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    # allow_abbrev=False: a flag is matched exactly, never by a prefix of it.
     p = argparse.ArgumentParser(prog="python -m no_time_to_train.segment_image", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)  # fmt: skip
     p.add_argument("--refs", help="reference folder or COCO json (not needed with --memory)")
     p.add_argument("--ref-images", help="image folder of a COCO-json --refs")
     p.add_argument("--memory", help="load a memory file (from --save-memory or the CLI) instead of --refs")
@@ -182,6 +183,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> list[str]:
+    from no_time_to_train.api import check_device
+
+    check_device(args.device, "segment_image")  # before any file is read
     if args.memory:
         meta = memory_io.read(args.memory).get(memory_io.META_KEY) or {}
         classes = args.classes.split(",") if args.classes else meta.get("class_names")

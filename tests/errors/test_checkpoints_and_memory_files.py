@@ -300,3 +300,39 @@ def test_cli_checks_only_what_the_mode_loads_and_names_the_cli_flag(in_tmp, synt
         "1 checkpoint problem:", "pass --model.init_args.model_cfg.encoder_cfg.name dinov2_small",
     )  # fmt: skip
     assert "no_sam2.pt" not in msg and not (in_tmp / "m.ckpt").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line_in_each_callers_words(in_tmp, tiny_ckpts, capsys, monkeypatch):
+    import torch
+
+    from no_time_to_train.api import FewShotSegmenter
+    from no_time_to_train.cli.segment_image import main
+    from no_time_to_train.errors import UserInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        UserInputError, match=r"^device='cuda': this machine has no usable CUDA GPU.*device='cpu'"
+    ):
+        FewShotSegmenter.from_checkpoints(["a"], preset="small", device="cuda")
+    assert (
+        main(["--memory", "m.ckpt", "--classes", "a", "--images", "x.png", "--out", "o", "--device", "cuda"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].startswith("error: --device cuda: this machine has no usable CUDA GPU")
+        and "--device cpu" in err[-1]
+    )
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_flags_are_never_matched_by_a_prefix(in_tmp, capsys):
+    from no_time_to_train.cli.segment_image import main
+
+    from ..helpers import expect_user_error
+
+    with pytest.raises(SystemExit):  # argparse's usage error, not --points-per-side 8
+        main(["--memory", "m.ckpt", "--images", "x.png", "--out", "o", "--points-per-sid", "8"])
+    assert "unrecognized arguments: --points-per-sid" in capsys.readouterr().err
+    expect_user_error(capsys, ["test", "--model.init_args.model_cfg.sam2_infer_cfgs.points_per_sid", "8"],
+                      "Did you mean `points_per_side`")  # fmt: skip
