@@ -186,6 +186,10 @@ def run(args: argparse.Namespace) -> list[str]:
     from no_time_to_train.api import check_device
 
     check_device(args.device, "segment_image")  # before any file is read
+    images = expand_images(args.images)
+    root = common_root(images)
+    rels = [Path(os.path.relpath(p, root)).as_posix() for p in images]
+    check_output_names(rels)  # before any network is built
     if args.memory:
         meta = memory_io.read(args.memory).get(memory_io.META_KEY) or {}
         classes = args.classes.split(",") if args.classes else meta.get("class_names")
@@ -206,7 +210,6 @@ def run(args: argparse.Namespace) -> list[str]:
     )  # fmt: skip
     if args.memory:
         seg.load_memory(args.memory)
-    images = expand_images(args.images)
     seg.cpu_note("--points-per-side {}")  # before the references: in this command's own flag spelling
     for name, path, masks, boxes in tqdm(refs, desc="references", unit="image", disable=not refs):
         seg.add_reference(path, name, masks=masks, boxes=boxes)  # a json box sets the crop window
@@ -222,12 +225,10 @@ def run(args: argparse.Namespace) -> list[str]:
         seg.save_memory(args.save_memory)
         print(f"Memory written to {args.save_memory} (reuse it with --memory {args.save_memory}).")
     written = []
-    root = common_root(images)
     labeller = coco_labeller(seg, args, images, root) if args.coco_out else None
     todo = set(labeller.todo) if labeller else None
     skipped = []
-    for path in tqdm(images, desc="targets", unit="image"):
-        rel = Path(os.path.relpath(path, root)).as_posix()
+    for path, rel in tqdm(list(zip(images, rels, strict=True)), desc="targets", unit="image"):
         if todo is not None and rel not in todo:
             continue  # done by the run this one resumes
         try:
@@ -239,11 +240,12 @@ def run(args: argparse.Namespace) -> list[str]:
                 labeller.add(rel, 0, 0, None, str(e))
             continue
         pred = seg.predict(image, score_thr=args.score_thr)
-        stem = Path(path).stem
-        written += write_outputs(pred, image, args.out, stem, args.save_masks, os.path.basename(path))
+        # Outputs mirror the inputs' folders under --out: sub/flower.jpg -> <out>/sub/flower.json.
+        folder, stem = os.path.join(args.out, os.path.dirname(rel)), Path(rel).stem
+        written += write_outputs(pred, image, folder, stem, args.save_masks, rel)
         if labeller:
             labeller.add(rel, image.width, image.height, pred)
-        tqdm.write(f"{path}: {len(pred)} instance(s) -> {os.path.join(args.out, stem)}_overlay.png")
+        tqdm.write(f"{path}: {len(pred)} instance(s) -> {os.path.join(folder, stem)}_overlay.png")
     if labeller:
         labeller.finish()
         written.append(args.coco_out)
@@ -252,6 +254,20 @@ def run(args: argparse.Namespace) -> list[str]:
             f"{len(skipped)} of {len(images)} target(s) could not be read and were skipped: {', '.join(skipped)}"
         )
     return written
+
+
+def check_output_names(rels: list[str]) -> None:
+    """Two targets whose outputs would have one name (``a/x.jpg`` and ``a/x.png``) are refused
+    before any work: one result would silently replace the other."""
+    seen: dict[str, str] = {}
+    for rel in rels:
+        key = Path(rel).with_suffix("").as_posix()
+        if key in seen:
+            raise UserInputError(
+                f"--images: {seen[key]} and {rel} would write the same outputs ({key}.json, {key}_overlay.png); "
+                "rename one, or segment them in two runs with different --out folders."
+            )
+        seen[key] = rel
 
 
 def common_root(paths: list[str]) -> str:

@@ -145,3 +145,29 @@ def test_negatives_folder(tmp_path, synth, tiny_ckpts, capsys):
     assert main(["--refs", refs, "--negatives", str(tmp_path / "neg2"), "--images", target,
                  "--out", str(tmp_path / "o3"), *common]) == 2  # fmt: skip
     assert "unicorn" in capsys.readouterr().err
+
+
+def test_outputs_mirror_the_input_folders_and_never_collide(tmp_path, synth, tiny_ckpts, capsys):
+    """Two flower.png in two folders give two results (named by their relative paths); two inputs
+    that would write one output name are refused before any work; an unreadable one is skipped."""
+    refs = _reference_folder(tmp_path, synth)
+    common = ["--refs", refs, "--sam2-cfg", "sam2_hiera_t.yaml", "--sam2-ckpt", tiny_ckpts["sam2"],
+              "--encoder", "dinov2_small", "--encoder-ckpt", tiny_ckpts["dinov2"], "--points-per-side", "2",
+              "--device", "cpu", "--score-thr", "0.0"]  # fmt: skip
+    batch = tmp_path / "batch"
+    (batch / "sub").mkdir(parents=True)
+    source = sorted(Path(synth["val_img_dir"]).iterdir())[0]
+    shutil.copy(source, batch / "flower.png")
+    shutil.copy(source, batch / "sub" / "flower.png")
+    (batch / "sub" / "cut.png").write_bytes(source.read_bytes()[:200])
+    out = tmp_path / "out"
+    assert main([*common, "--images", str(batch), str(batch / "sub"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((out / "flower.json").read_text())["image"] == "flower.png"
+    assert json.loads((out / "sub" / "flower.json").read_text())["image"] == "sub/flower.png"
+    assert "1 of 3 target(s) could not be read and were skipped" in printed and "cut.png" in printed
+    shutil.copy(source, batch / "sub" / "flower.jpg")
+    refused = tmp_path / "refused"
+    assert main([*common, "--images", str(batch / "sub"), "--out", str(refused)]) == 2
+    err = capsys.readouterr().err
+    assert "flower.jpg and flower.png would write the same outputs" in err and not refused.exists()
