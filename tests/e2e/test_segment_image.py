@@ -171,3 +171,18 @@ def test_outputs_mirror_the_input_folders_and_never_collide(tmp_path, synth, tin
     assert main([*common, "--images", str(batch / "sub"), "--out", str(refused)]) == 2
     err = capsys.readouterr().err
     assert "flower.jpg and flower.png would write the same outputs" in err and not refused.exists()
+
+
+def test_help_gives_every_flag_a_line_and_its_default(capsys):
+    from no_time_to_train.cli.segment_image import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # argparse's own list of the options
+        assert action.help, action.option_strings
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--points-per-side POINTS_PER_SIDE prompt grid", "(default: 32)", "(default: 0.3)",
+                  "(default: paper)", "(default: rle)"):  # fmt: skip
+        assert shown in text, shown
