@@ -497,15 +497,13 @@ class FewShotSegmenter:
         resumable: called again after an interruption, it continues where it stopped (other
         settings are refused unless ``overwrite``). Unreadable files are listed in
         ``<out_json>.skipped.txt``. Returns the summary (images, annotations, per category, skipped)."""
-        from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, list_digest
+        from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, labelling_manifest
 
         if self.segmenter is None:
             self.build_memory()
         files = self._folder_files(root, images)
         settings = ExportSettings(score_thr, max_per_image, segmentation)
-        manifest = {"format": 1, "memory": self.memory_digest(), "model_cfg": dataclasses.asdict(self.cfg),
-                    "root": os.path.abspath(root), "images": list_digest(files), "image_count": len(files),
-                    "export": dataclasses.asdict(settings)}  # fmt: skip
+        manifest = labelling_manifest(self.memory_digest(), self.cfg, root, files, settings)
         labeller = FolderLabeller(
             out_json, files, self.cat_ids, self.class_names, manifest, settings, overwrite
         )

@@ -287,14 +287,12 @@ def common_root(paths: list[str]) -> str:
 
 
 def coco_labeller(seg: FewShotSegmenter, args: argparse.Namespace, images: list[str], root: str):  # noqa: ANN201
-    import dataclasses
 
-    from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, list_digest
+    from no_time_to_train.output.coco_dataset import ExportSettings, FolderLabeller, labelling_manifest
 
     files = [Path(os.path.relpath(p, root)).as_posix() for p in images]
     settings = ExportSettings(args.score_thr, None, args.coco_segmentation)
-    manifest = {"format": 1, "memory": seg.memory_digest(), "model_cfg": dataclasses.asdict(seg.cfg), "root": root,
-                "images": list_digest(files), "image_count": len(files), "export": dataclasses.asdict(settings)}  # fmt: skip
+    manifest = labelling_manifest(seg.memory_digest(), seg.cfg, root, files, settings)
     return FolderLabeller(
         args.coco_out, files, seg.cat_ids, seg.class_names, manifest, settings, args.overwrite
     )

@@ -165,13 +165,19 @@ class ShardStore:
                 out.setdefault(rec["file_name"], (shard, offset))
         return out
 
-    def count_lines(self) -> int:
-        """Lines written so far by every process (progress; cheap: counts newlines)."""
-        n = 0
+    def count_lines(self, seen: dict[Path, tuple[int, int]] | None = None) -> int:
+        """Lines written so far by every process (progress). ``seen`` ({shard: (bytes read,
+        lines)}, updated in place) makes repeated calls read only what was appended since."""
+        seen = {} if seen is None else seen
         for shard in self.shards():
+            offset, lines = seen.get(shard, (0, 0))
             with open(shard, "rb") as f:
-                n += sum(block.count(b"\n") for block in iter(lambda f=f: f.read(1 << 20), b""))
-        return n
+                f.seek(offset)
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    lines += block.count(b"\n")
+                    offset += len(block)
+            seen[shard] = (offset, lines)
+        return sum(lines for _, lines in seen.values())
 
     # ------------------------------------------------------------------ the result
     def assemble(self, files: list[str], categories: list[dict], results_json: str | None = None,
@@ -279,10 +285,6 @@ def categories_of(cat_ids: list[int], names: list[str]) -> list[dict]:
     return [{"id": int(c), "name": str(n), "supercategory": ""} for c, n in zip(cat_ids, names, strict=True)]
 
 
-def settings_dict(settings: ExportSettings) -> dict:
-    return asdict(settings)
-
-
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: a changed setting is named by its own key."""
     out: dict[str, Any] = {}
@@ -306,13 +308,14 @@ class Progress:
     def __init__(self, store: ShardStore, total: int, already: int, every: float = 5.0):
         self.store, self.total, self.already, self.every = store, total, already, every
         self.start = self.last = time.monotonic()
+        self._seen: dict[Path, tuple[int, int]] = {}  # shards are append-only: read each byte once
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < self.every:
             return
         self.last = now
-        done = min(self.store.count_lines(), self.total)
+        done = min(self.store.count_lines(self._seen), self.total)
         rate = max(done - self.already, 0) / max(now - self.start, 1e-9)
         left = (self.total - done) / rate if rate > 0 else float("nan")
         eta = "" if left != left else f", {_duration(left)} left"
@@ -336,6 +339,16 @@ def summary_lines(
     if summary["skipped"] and skipped_path:
         text += f" Skipped files and why: {skipped_path}."
     return text
+
+
+def labelling_manifest(
+    memory: str, model_cfg: Any, root: str, files: list[str], settings: ExportSettings
+) -> dict:
+    """What a one-process labelling run is (the API's ``label_folder``, ``segment_image
+    --coco-out``): a resumed run must have the same memory (``memory``: its digest), settings,
+    root and images."""
+    return {"format": 1, "memory": memory, "model_cfg": asdict(model_cfg), "root": os.path.abspath(root),
+            "images": list_digest(files), "image_count": len(files), "export": asdict(settings)}  # fmt: skip
 
 
 class FolderLabeller:
